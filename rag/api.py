@@ -1,0 +1,231 @@
+"""The Python API: one :class:`Index` over a directory, with ingest, search and ask.
+
+Models load on first use and are kept for the life of the object, so a long-running app pays for them once.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from ingest.chunking import Chunker, ChunkerSettings
+from ingest.pipeline import IngestReport, Progress, sync
+from rag.config import Config
+from rag.embed import Embedder
+from rag.errors import ConfigError, ModelMismatchError, SourceNotFoundError
+from rag.generate import Decoding, Generator, GenerationStats
+from rag.models import resolve_embedder, resolve_generator
+from rag.prompt import PackedPrompt, citations, pack
+from rag.retrieve import search
+from rag.store import Store
+from rag.types import Answer, Hit
+
+NO_ANSWER = "The indexed documents do not seem to contain anything relevant to this question."
+
+
+class Index:
+    """A document index on disk::
+
+        index = Index.open(".rag", create=True)
+        report = index.ingest("sample_docs")      # IngestReport: added / updated / skipped ...
+        hits = index.search("what does top-p keep?", k=3)   # list[Hit], best first
+        answer = index.ask("what does top-p keep?")         # Answer: .text, .sources, .cited
+    """
+
+    def __init__(self, store: Store, config: Config) -> None:
+        self.store = store
+        self.config = config
+        self._check_embedder()
+
+    @classmethod
+    def open(cls, path: str | Path | None = None, *, config: Config | None = None, create: bool = False) -> Index:
+        """Open the index at ``path`` (default: ``config.index``); ``create`` makes an empty one if absent.
+
+        Raises :class:`~rag.errors.IndexNotFoundError` when there is none and ``create`` is false, and
+        :class:`~rag.errors.ModelMismatchError` when it was built with a different embedding model.
+        """
+        config = config or Config.load()
+        directory = Path(path) if path is not None else config.index
+        return cls(Store.open(directory, create=create), config)
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> Index:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- models -----------------------------------------------------------------------------------------------
+
+    @cached_property
+    def embedder(self) -> Embedder:
+        return Embedder(resolve_embedder(self.config.embed_model))
+
+    @cached_property
+    def generator(self) -> Generator:
+        return Generator(resolve_generator(self.config.gen_model), self.config.cache_dir, self.config.threads)
+
+    def _check_embedder(self) -> None:
+        built = self.store.meta.get("embedder")
+        if not built:
+            return
+        wanted = resolve_embedder(self.config.embed_model)
+        if wanted.identity != built["identity"]:
+            configured = self.config.embed_model
+            if configured == built["name"]:  # same name, other files: an update, or another folder
+                configured = f"{configured} ({wanted.identity}, the index has {built['identity']})"
+            raise ModelMismatchError(
+                f"index {self.store.directory} was built with embedding model {built['name']!r}, not "
+                f"{configured}; pass the model it was built with (--embed-model or RAG_EMBED_MODEL), "
+                "or build a separate index with --index NEWDIR"
+            )
+
+    def _chunker(self) -> Chunker:
+        settings = ChunkerSettings(
+            chunk_tokens=self.config.chunk_tokens,
+            chunk_overlap=self.config.chunk_overlap,
+            max_tokens=self.embedder.max_tokens,
+        )
+        if settings.chunk_tokens > settings.max_tokens:
+            raise ConfigError(
+                f"--chunk-tokens {settings.chunk_tokens} exceeds what {self.config.embed_model} reads "
+                f"({settings.max_tokens}); use {settings.max_tokens} or less"
+            )
+        built = self.store.meta.get("chunker")
+        if built and built != settings.as_dict():
+            raise ConfigError(
+                f"index {self.store.directory} was built with chunker settings {built}; ingest with "
+                f"--chunk-tokens {built['chunk_tokens']} --chunk-overlap {built['chunk_overlap']}, "
+                "or build a separate index with --index NEWDIR"
+            )
+        return Chunker(settings, self.embedder.tokenize)
+
+    # --- ingest -----------------------------------------------------------------------------------------------
+
+    def ingest(
+        self, folder: str | Path, *, delete: bool = True, progress: Callable[[Progress], None] | None = None
+    ) -> IngestReport:
+        """Sync ``folder`` into the index: new and changed files are (re)indexed, unchanged ones skipped,
+        and (with ``delete``) documents of files gone from the folder removed. Unreadable files are skipped
+        and listed in the report; they never stop the run."""
+        folder = Path(folder)
+        if not folder.is_dir():
+            what = "is not a folder" if folder.exists() else "does not exist"
+            raise SourceNotFoundError(f"{folder} {what}; give the folder of documents to index")
+        chunker = self._chunker()
+        if "embedder" not in self.store.meta:
+            src = self.embedder.source
+            self.store.set_meta(
+                {
+                    "embedder": {
+                        "name": src.name, "identity": src.identity, "dim": self.embedder.dim,
+                        "normalized": True, "max_seq_length": self.embedder.max_seq_length,
+                    },
+                    "chunker": chunker.settings.as_dict(),
+                }
+            )  # fmt: skip
+        report = sync(folder, self.store, chunker, self.embedder.embed_documents, delete=delete, progress=progress)
+        self.store.save_vectors()
+        return report
+
+    # --- query ------------------------------------------------------------------------------------------------
+
+    def search(self, query: str, k: int | None = None, *, min_score: float | None = None) -> list[Hit]:
+        """The ``k`` chunks most similar to ``query``, best first."""
+        if not query.strip():
+            raise ConfigError("the question is empty; ask something")
+        if self.store.dim is None:
+            return []
+        return search(self.store, self.embedder, query, k or self.config.top_k, min_score)
+
+    def ask(
+        self, question: str, *, k: int | None = None, decoding: Decoding | None = None,
+        on_token: Callable[[str], None] | None = None,
+    ) -> Answer:  # fmt: skip
+        """Answer ``question`` from the indexed documents with the local generator, citing sources as [n].
+
+        ``on_token`` receives the answer's text as it is generated. When nothing relevant is retrieved the
+        answer says so and nothing is generated (``answer.answered`` is False).
+        """
+        stream = self.ask_stream(question, k=k, decoding=decoding)
+        for piece in stream:
+            if on_token:
+                on_token(piece)
+        return stream.answer
+
+    def ask_stream(self, question: str, *, k: int | None = None, decoding: Decoding | None = None) -> AnswerStream:
+        """Like :meth:`ask`, but iterate over the result to receive text pieces; then read ``.answer``."""
+        decoding = decoding or Decoding()
+        decoding.validate()
+        started = time.perf_counter()
+        hits = self.search(question, k, min_score=self.config.min_score)
+        retrieved = time.perf_counter()
+        settings = {
+            "decoding": decoding.as_dict(), "k": k or self.config.top_k, "min_score": self.config.min_score,
+            "embed_model": self.config.embed_model, "gen_model": self.config.gen_model,
+            "context_tokens": self.config.context_tokens,
+        }  # fmt: skip
+        timings = {"retrieve_s": retrieved - started}
+        if not hits:
+            return AnswerStream(Answer(question, NO_ANSWER, [], answered=False, settings=settings, timings=timings))
+        gen = self.generator
+        budget = min(self.config.context_tokens, gen.context_window) - decoding.max_new_tokens
+        packed = pack(question, hits, gen.count, budget)
+        timings["load_generator_s"] = gen.load_seconds or 0.0
+        timings["pack_s"] = time.perf_counter() - retrieved
+        return AnswerStream(None, gen.stream(packed.messages, decoding), question, packed, settings, timings)
+
+
+class AnswerStream:
+    """Iterate for the answer's text pieces; ``answer`` is ready once iteration has finished."""
+
+    def __init__(
+        self, answer: Answer | None, pieces: Iterator[str] | None = None, question: str = "",
+        packed: PackedPrompt | None = None, settings: dict[str, Any] | None = None,
+        timings: dict[str, float] | None = None,
+    ) -> None:  # fmt: skip
+        self._answer = answer
+        self._pieces = pieces
+        self._question = question
+        self._packed = packed
+        self._settings = settings or {}
+        self._timings = timings or {}
+        self.prompt: PackedPrompt | None = packed  # what the generator read, for inspection
+
+    def __iter__(self) -> Iterator[str]:
+        if self._pieces is None:
+            return
+        text: list[str] = []
+        stats: GenerationStats | None = None
+        pieces = self._pieces
+        self._pieces = None
+        while True:
+            try:
+                piece = next(pieces)
+            except StopIteration as stop:
+                stats = stop.value
+                break
+            text.append(piece)
+            yield piece
+        assert self._packed is not None and stats is not None
+        answer_text = "".join(text).strip()
+        timings = {
+            **self._timings, "first_token_s": stats.first_token_s, "generate_s": stats.seconds,
+            "tokens_per_s": stats.new_tokens / stats.seconds if stats.seconds else 0.0,
+        }  # fmt: skip
+        self._answer = Answer(
+            question=self._question, text=answer_text, sources=self._packed.sources, answered=True,
+            cited=citations(answer_text, len(self._packed.sources)), settings=self._settings,
+            timings=timings, prompt_tokens=stats.prompt_tokens, answer_tokens=stats.new_tokens,
+        )  # fmt: skip
+
+    @property
+    def answer(self) -> Answer:
+        if self._answer is None:
+            raise RuntimeError("iterate over the stream first; the answer is complete only at its end")
+        return self._answer

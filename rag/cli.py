@@ -1,0 +1,326 @@
+"""`rag`: the command line over the public API. Results go to stdout, progress and errors to stderr.
+
+Exit codes: 0 success, 1 an expected failure (one line on stderr), 2 a usage error, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+if TYPE_CHECKING:
+    from rag.api import Index
+    from rag.config import Config
+    from ingest.pipeline import IngestReport, Progress
+
+
+class UsageError(Exception):
+    pass
+
+
+def _parser() -> argparse.ArgumentParser:
+    # Global options are accepted before or after the command (`rag --index X ask ...` or `rag ask ... --index X`).
+    common = argparse.ArgumentParser(add_help=False)
+    g = common.add_argument_group("global options")
+    g.add_argument("--index", metavar="DIR", default=argparse.SUPPRESS,
+                   help="index directory (env RAG_INDEX, default ./.rag)")
+    g.add_argument("--embed-model", metavar="M", default=argparse.SUPPRESS,
+                   help="embedding model: bundled name, sentence-transformers folder or hub id")
+    g.add_argument("--gen-model", metavar="M", default=argparse.SUPPRESS,
+                   help="generator: bundled name, causal-LM folder, .gguf file or hub id")
+    g.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress output")
+    g.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output")
+
+    p = argparse.ArgumentParser(
+        prog="rag", parents=[common],
+        description="Ask questions about a folder of documents with a local model, offline, with sources.",
+        epilog="Start with: rag ingest FOLDER, then rag ask \"your question\".",
+    )  # fmt: skip
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    ing = sub.add_parser("ingest", parents=[common], help="index a folder (re-run to sync changes)")
+    ing.add_argument("folder", help="folder of documents; searched recursively")
+    ing.add_argument("--no-delete", action="store_true", help="keep documents whose files are gone")
+    ing.add_argument("--chunk-tokens", type=int, metavar="N", help="chunk size in embedder tokens (default 200)")
+    ing.add_argument("--chunk-overlap", type=int, metavar="N", help="overlap between chunks in tokens (40)")
+
+    se = sub.add_parser("search", parents=[common], help="show the chunks most similar to a query")
+    se.add_argument("query")
+    se.add_argument("-k", type=int, metavar="N", help="how many results (default 5)")
+    se.add_argument("--min-score", type=float, metavar="S", help="leave out results below this cosine")
+
+    ask = sub.add_parser("ask", parents=[common], help="answer a question from the indexed documents")
+    ask.add_argument("question")
+    ask.add_argument("-k", type=int, metavar="N", help="sources to retrieve (default 5)")
+    d = ask.add_argument_group("decoding (default: greedy)")
+    d.add_argument("--max-new-tokens", type=int, default=128, metavar="N", help="answer length limit (128)")
+    d.add_argument("--temperature", type=float, default=0.0, metavar="T", help="> 0 samples (0: greedy)")
+    d.add_argument("--top-k", type=int, metavar="K", help="sample from the K most likely tokens")
+    d.add_argument("--top-p", type=float, metavar="P", help="sample from the smallest set reaching probability P")
+    d.add_argument("--num-beams", type=int, default=1, metavar="N", help="beam search width (no streaming)")
+    d.add_argument("--repetition-penalty", type=float, default=1.0, metavar="R", help="> 1 discourages repeats")
+    d.add_argument("--no-repeat-ngram-size", type=int, default=0, metavar="N", help="forbid repeated n-grams")
+    d.add_argument("--seed", type=int, metavar="S", help="random seed for sampling")
+
+    sub.add_parser("status", parents=[common], help="documents, chunks, models and settings of the index")
+    sub.add_parser("config", parents=[common], help="the effective settings and where models come from")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    for name in ("index", "embed_model", "gen_model"):
+        if not hasattr(args, name):
+            setattr(args, name, None)
+    args.quiet = getattr(args, "quiet", False)
+    args.json = getattr(args, "json", False)
+    from rag.errors import ConfigError, RagError
+
+    try:
+        return _COMMANDS[args.command](args)
+    except (ConfigError, UsageError) as e:
+        print(f"rag {args.command}: {e}", file=sys.stderr)
+        return 2
+    except RagError as e:
+        print(f"rag {args.command}: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"\nrag {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `rag search ... | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+def _config(args: argparse.Namespace, **extra: Any) -> Config:
+    from rag.config import Config
+
+    return Config.load(index=args.index, embed_model=args.embed_model, gen_model=args.gen_model, **extra)
+
+
+def _open(args: argparse.Namespace, config: Config, create: bool = False) -> Index:
+    from rag.api import Index
+
+    return Index.open(config=config, create=create)
+
+
+def _show(path: str) -> str:
+    """A path relative to the working directory when it lies below it."""
+    try:
+        return str(Path(path).relative_to(Path.cwd()))
+    except ValueError:
+        return path
+
+
+def _dump(data: Any) -> None:
+    json.dump(data, sys.stdout, indent=2, ensure_ascii=False, default=str)
+    sys.stdout.write("\n")
+
+
+# --- ingest ---------------------------------------------------------------------------------------------------
+
+
+class _ProgressLine:
+    """One self-rewriting line on stderr, at most ten updates a second."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.last = 0.0
+        self.width = 0
+
+    def __call__(self, p: Progress) -> None:
+        now = time.monotonic()
+        if now - self.last < 0.1 and p.files_done < p.files_total:
+            return
+        self.last = now
+        rate = p.chunks / p.elapsed if p.elapsed > 0 else 0.0
+        eta = ""
+        if 0 < p.files_done < p.files_total:
+            left = p.elapsed / p.files_done * (p.files_total - p.files_done)
+            eta = f" · ETA {int(left // 60)}:{int(left % 60):02d}"
+        line = f"ingest: {p.files_done}/{p.files_total} files · {p.chunks} chunks · {rate:.1f} chunks/s{eta}"
+        if p.path:
+            line += f" · {Path(p.path).name}"
+        line = line[:120]
+        self.stream.write("\r" + line.ljust(self.width))
+        self.width = len(line)
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.width:
+            self.stream.write("\r" + " " * self.width + "\r")
+            self.stream.flush()
+
+
+def _cmd_ingest(args: argparse.Namespace) -> int:
+    config = _config(args, chunk_tokens=args.chunk_tokens, chunk_overlap=args.chunk_overlap)
+    folder = Path(args.folder)
+    if not folder.is_dir():  # before creating an index directory for nothing
+        what = "is not a folder" if folder.exists() else "does not exist"
+        print(f"rag ingest: {folder} {what}; give the folder of documents to index", file=sys.stderr)
+        return 1
+    show_progress = not args.quiet and sys.stderr.isatty()
+    line = _ProgressLine(sys.stderr) if show_progress else None
+    with _open(args, config, create=True) as index:
+        try:
+            report = index.ingest(folder, delete=not args.no_delete, progress=line)
+        finally:
+            if line:
+                line.close()
+        docs, chunks = index.store.counts()
+    if args.json:
+        _dump({**_report_dict(report), "index": {"documents": docs, "chunks": chunks}})
+    else:
+        _print_report(report, docs, chunks)
+    return 0
+
+
+def _report_dict(r: IngestReport) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    return {**asdict(r), "indexed": r.indexed, "skipped_by_reason": r.skipped_by_reason()}
+
+
+def _print_report(r: IngestReport, docs: int, chunks: int) -> None:
+    rate = f", {r.chunks_added / r.seconds:.1f} chunks/s" if r.chunks_added and r.seconds else ""
+    print(
+        f"{_show(r.folder)}: {r.files_seen} files · {r.added} added · {r.updated} updated · "
+        f"{r.unchanged} unchanged · {r.removed} removed · {len(r.skipped)} skipped"
+    )
+    print(f"embedded {r.chunks_added} chunks in {r.seconds:.1f} s{rate}; index now holds {docs} documents, "
+          f"{chunks} chunks")  # fmt: skip
+    if r.indexed == 0 and r.removed == 0:
+        print("nothing changed: no file needed embedding")
+    if r.skipped:
+        print("skipped: " + ", ".join(f"{n} {reason}" for reason, n in r.skipped_by_reason().items()))
+        for s in r.skipped[:20]:
+            print(f"  {_show(s.path)}: {s.reason}{' (' + s.detail + ')' if s.detail else ''}")
+        if len(r.skipped) > 20:
+            print(f"  ... and {len(r.skipped) - 20} more (--json lists all)")
+
+
+# --- search / ask ---------------------------------------------------------------------------------------------
+
+
+def _cmd_search(args: argparse.Namespace) -> int:
+    if args.k is not None and args.k < 1:
+        raise UsageError("-k must be at least 1")
+    config = _config(args)
+    with _open(args, config) as index:
+        hits = index.search(args.query, args.k, min_score=args.min_score)
+    if args.json:
+        _dump({"query": args.query, "hits": [h.as_dict() for h in hits]})
+        return 0
+    if not hits:
+        print("no results (is the index empty?)")
+    for h in hits:
+        snippet = " ".join(h.text.split())
+        snippet = snippet[:200] + ("…" if len(snippet) > 200 else "")
+        print(f"{h.rank:>2}. {h.score:.3f}  {_show(h.path)} · {h.location()}")
+        print(f"    {snippet}")
+    return 0
+
+
+def _cmd_ask(args: argparse.Namespace) -> int:
+    from rag.generate import Decoding
+
+    if args.k is not None and args.k < 1:
+        raise UsageError("-k must be at least 1")
+    decoding = Decoding(
+        max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+        num_beams=args.num_beams, repetition_penalty=args.repetition_penalty,
+        no_repeat_ngram_size=args.no_repeat_ngram_size, seed=args.seed,
+    )  # fmt: skip
+    decoding.validate()
+    config = _config(args)
+    stream_to_terminal = not args.json and sys.stdout.isatty()
+    with _open(args, config) as index:
+        stream = index.ask_stream(args.question, k=args.k, decoding=decoding)
+        for piece in stream:
+            if stream_to_terminal:
+                sys.stdout.write(piece)
+                sys.stdout.flush()
+        answer = stream.answer
+    if args.json:
+        _dump(answer.as_dict())
+        return 0
+    if stream_to_terminal and answer.answered:
+        print()
+    else:
+        print(answer.text)
+    if answer.sources:
+        print("\nSources:")
+        for n, h in enumerate(answer.sources, start=1):
+            mark = "*" if n in answer.cited else " "
+            print(f" {mark}[{n}] {_show(h.path)} · {h.location()} · score {h.score:.3f}")
+    if not args.quiet and sys.stderr.isatty() and answer.answered:
+        t = answer.timings
+        print(f"({answer.answer_tokens} tokens in {t.get('generate_s', 0):.1f} s, first after "
+              f"{t.get('first_token_s', 0):.1f} s)", file=sys.stderr)  # fmt: skip
+    return 0
+
+
+# --- status / config ------------------------------------------------------------------------------------------
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from rag.store import Store
+
+    config = _config(args)
+    store = Store.open(config.index)
+    try:
+        docs, chunks = store.counts()
+        kinds: dict[str, int] = {}
+        for d in store.documents():
+            kinds[d.kind] = kinds.get(d.kind, 0) + 1
+        size = sum(p.stat().st_size for p in config.index.iterdir() if p.is_file())
+        status = {
+            "index": str(config.index.resolve()), "documents": docs, "chunks": chunks, "by_type": kinds,
+            "bytes_on_disk": size, "embedder": store.meta.get("embedder"), "chunker": store.meta.get("chunker"),
+            "generator": config.gen_model, "format_version": store.meta.get("format_version"),
+            "generation": store.meta.get("generation"),
+        }  # fmt: skip
+    finally:
+        store.close()
+    if args.json:
+        _dump(status)
+        return 0
+    emb = status["embedder"] or {}
+    print(f"index      {status['index']}  ({size / 1e6:.1f} MB)")
+    print(f"documents  {docs}  " + " ".join(f"{k}:{v}" for k, v in sorted(kinds.items())))
+    print(f"chunks     {chunks}")
+    print(f"embedder   {emb.get('name', '-')}  dim {emb.get('dim', '-')}  max_seq_length "
+          f"{emb.get('max_seq_length', '-')}")  # fmt: skip
+    print(f"chunker    {status['chunker']}")
+    print(f"generator  {config.gen_model}")
+    return 0
+
+
+def _cmd_config(args: argparse.Namespace) -> int:
+    from rag.models import resolve_embedder, resolve_generator
+
+    config = _config(args)
+    values = config.as_dict()
+    emb, gen = resolve_embedder(config.embed_model), resolve_generator(config.gen_model)
+    values["embed_model_location"] = emb.location
+    values["gen_model_location"] = str(Path(gen.location) / gen.gguf_file) if gen.gguf_file else gen.location
+    if args.json:
+        _dump(values)
+    else:
+        for k, v in values.items():
+            print(f"{k:<22} {v}")
+    return 0
+
+
+_COMMANDS = {
+    "ingest": _cmd_ingest, "search": _cmd_search, "ask": _cmd_ask, "status": _cmd_status, "config": _cmd_config,
+}  # fmt: skip
+
+if __name__ == "__main__":
+    sys.exit(main())

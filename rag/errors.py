@@ -1,0 +1,29 @@
+"""Typed errors of the library. The CLI turns each into one line on stderr and exit code 1."""
+
+
+class RagError(Exception):
+    """Base class: an expected failure whose message says what went wrong and what to do."""
+
+
+class ConfigError(RagError):
+    """A setting (flag, environment variable) has an unknown name or an invalid value."""
+
+
+class IndexNotFoundError(RagError):
+    """The index directory holds no index."""
+
+
+class IndexFormatError(RagError):
+    """The index was written by an incompatible version of this tool, or is damaged."""
+
+
+class ModelMismatchError(RagError):
+    """The configured embedding model is not the one the index was built with."""
+
+
+class ModelNotFoundError(RagError):
+    """A configured model cannot be found locally (and is not a hub id we may fetch)."""
+
+
+class SourceNotFoundError(RagError):
+    """A folder or file given to ingest does not exist or cannot be read."""

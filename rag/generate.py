@@ -1,0 +1,243 @@
+"""The local decoder model: loading (with a converted-weights cache for GGUF), chat prompts, streaming decode."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import threading
+import time
+from collections.abc import Generator as PyGenerator
+from dataclasses import asdict, dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from rag.errors import ConfigError
+from rag.models import GeneratorSource, prepare_hub_access
+
+Messages = list[dict[str, str]]
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """How tokens are chosen. The default is greedy: the most likely token each step (best for facts)."""
+
+    max_new_tokens: int = 128
+    temperature: float = 0.0  # 0: greedy; > 0: sample from softmax(logits / temperature)
+    top_k: int | None = None  # sampling: keep the k most likely tokens
+    top_p: float | None = None  # sampling: keep the smallest set whose probability reaches p
+    num_beams: int = 1  # > 1: beam search (no token streaming)
+    repetition_penalty: float = 1.0
+    no_repeat_ngram_size: int = 0
+    seed: int | None = None
+
+    def validate(self) -> None:
+        def bad(flag: str, why: str) -> ConfigError:
+            return ConfigError(f"--{flag}: {why}")
+
+        if self.max_new_tokens < 1:
+            raise bad("max-new-tokens", "must be at least 1")
+        if self.temperature < 0:
+            raise bad("temperature", "must be >= 0 (0 is greedy)")
+        if self.top_k is not None and self.top_k < 1:
+            raise bad("top-k", "must be at least 1")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            raise bad("top-p", "must be in (0, 1]")
+        if (self.top_k is not None or self.top_p is not None) and self.temperature == 0:
+            raise bad("top-k/--top-p", "only apply when sampling; add --temperature (e.g. 0.7)")
+        if self.num_beams < 1:
+            raise bad("num-beams", "must be at least 1")
+        if self.num_beams > 1 and self.temperature > 0:
+            raise bad("num-beams", "beam search is deterministic; drop --temperature or use --num-beams 1")
+        if self.repetition_penalty <= 0:
+            raise bad("repetition-penalty", "must be > 0 (1.0 is none)")
+        if self.no_repeat_ngram_size < 0:
+            raise bad("no-repeat-ngram-size", "must be >= 0")
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def generate_kwargs(self) -> dict[str, Any]:
+        kw: dict[str, Any] = {
+            "max_new_tokens": self.max_new_tokens,
+            "num_beams": self.num_beams,
+            "repetition_penalty": self.repetition_penalty,
+            "no_repeat_ngram_size": self.no_repeat_ngram_size,
+        }
+        if self.temperature > 0:
+            kw.update(do_sample=True, temperature=self.temperature, top_k=self.top_k or 0, top_p=self.top_p or 1.0)
+        else:
+            # None overrides sampling values a model's generation_config may carry (and the warnings they cause).
+            kw.update(do_sample=False, temperature=None, top_k=None, top_p=None)
+        return kw
+
+
+@dataclass(frozen=True)
+class GenerationStats:
+    prompt_tokens: int
+    new_tokens: int
+    first_token_s: float
+    seconds: float
+
+
+class Generator:
+    """A causal LM with its tokenizer and chat template. Loads on first use."""
+
+    def __init__(self, source: GeneratorSource, cache_dir: Path, threads: int = 0) -> None:
+        self.source = source
+        self.cache_dir = cache_dir
+        self.threads = threads
+        self.load_seconds: float | None = None
+        self.loaded_from: str | None = None  # "cache", "gguf" or "folder"
+
+    # --- loading ----------------------------------------------------------------------------------------------
+
+    def cache_path(self) -> Path | None:
+        """Where the GGUF's converted weights live (None for non-GGUF models)."""
+        if not self.source.gguf_file:
+            return None
+        gguf = Path(self.source.location) / self.source.gguf_file
+        st = gguf.stat()
+        key = hashlib.sha256(f"{gguf.name}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:16]
+        return self.cache_dir / "generators" / f"{gguf.stem}-{key}"
+
+    @cached_property
+    def _loaded(self) -> tuple[Any, Any]:
+        prepare_hub_access(self.source.local)
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        if self.threads > 0:
+            torch.set_num_threads(self.threads)
+        started = time.perf_counter()
+        cache = self.cache_path()
+        if cache is not None and (cache / ".complete").is_file():
+            location, extra, self.loaded_from = str(cache), {}, "cache"
+        elif cache is not None:
+            location, extra, self.loaded_from = self.source.location, {"gguf_file": self.source.gguf_file}, "gguf"
+        else:
+            location, extra, self.loaded_from = self.source.location, {}, "folder"
+        local = self.source.local
+        tokenizer = AutoTokenizer.from_pretrained(location, local_files_only=local, **extra)
+        model = AutoModelForCausalLM.from_pretrained(location, local_files_only=local, dtype="auto", **extra)
+        model.eval()
+        if self.loaded_from == "gguf" and cache is not None:
+            _save_converted(model, tokenizer, cache)
+        self.load_seconds = time.perf_counter() - started
+        return model, tokenizer
+
+    @property
+    def model(self) -> Any:
+        return self._loaded[0]
+
+    @property
+    def tokenizer(self) -> Any:
+        return self._loaded[1]
+
+    @property
+    def context_window(self) -> int:
+        return int(getattr(self.model.config, "max_position_embeddings", 2048) or 2048)
+
+    # --- prompts ----------------------------------------------------------------------------------------------
+
+    def render(self, messages: Messages) -> str:
+        """The prompt text exactly as the model reads it, chat template applied."""
+        if getattr(self.tokenizer, "chat_template", None):
+            return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        # Base models without a template: plain concatenation.
+        return "\n\n".join(m["content"] for m in messages) + "\n\nAnswer:"
+
+    def count(self, messages: Messages) -> int:
+        return len(self._encode(self.render(messages)))
+
+    def _encode(self, prompt: str) -> list[int]:
+        # The template already holds any special tokens the model expects.
+        return self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+
+    # --- decoding ---------------------------------------------------------------------------------------------
+
+    def stream(self, messages: Messages, decoding: Decoding) -> PyGenerator[str, None, GenerationStats]:
+        """Yield the answer's text as it is decoded; the generator's return value holds the statistics."""
+        import torch
+        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+
+        decoding.validate()
+        ids = self._encode(self.render(messages))
+        input_ids = torch.tensor([ids])
+        kwargs = decoding.generate_kwargs()
+        kwargs.update(
+            input_ids=input_ids,
+            attention_mask=torch.ones_like(input_ids),
+            pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id,
+        )
+        if decoding.seed is not None:
+            torch.manual_seed(decoding.seed)
+        started = time.perf_counter()
+        if decoding.num_beams > 1:  # transformers cannot stream beams: the best one is known only at the end
+            with torch.inference_mode():
+                out = self.model.generate(**kwargs)
+            new = out[0, len(ids) :]
+            yield self.tokenizer.decode(new, skip_special_tokens=True)
+            elapsed = time.perf_counter() - started
+            return GenerationStats(len(ids), len(new), elapsed, elapsed)
+
+        stop = threading.Event()
+
+        class _Stop(StoppingCriteria):
+            def __call__(self, input_ids, scores, **kw) -> bool:  # type: ignore[no-untyped-def]
+                return stop.is_set()
+
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        result: dict[str, Any] = {}
+
+        def run() -> None:
+            try:
+                with torch.inference_mode():
+                    result["out"] = self.model.generate(
+                        **kwargs, streamer=streamer, stopping_criteria=StoppingCriteriaList([_Stop()])
+                    )
+            except BaseException as e:  # re-raised in the caller's thread
+                result["error"] = e
+                streamer.end()
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        first: float | None = None
+        try:
+            for piece in streamer:
+                if first is None:
+                    first = time.perf_counter() - started
+                if piece:
+                    yield piece
+        finally:
+            stop.set()  # the consumer stopped early (or Ctrl-C): end generation at the next token
+            thread.join()
+        if "error" in result:
+            raise result["error"]
+        elapsed = time.perf_counter() - started
+        new_tokens = int(result["out"].shape[1]) - len(ids)
+        return GenerationStats(len(ids), new_tokens, first if first is not None else elapsed, elapsed)
+
+
+def _save_converted(model: Any, tokenizer: Any, cache: Path) -> None:
+    """Save GGUF-dequantised weights as safetensors so the next load skips the ~20 s conversion.
+
+    transformers refuses to save a model it still marks as GGUF-quantised; the weights are already plain
+    tensors, so the marks are dropped (the reloaded weights are bit-identical).
+    """
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_name(f"{cache.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    (tmp / ".complete").touch()
+    try:
+        os.rename(tmp, cache)
+    except OSError:  # another process finished first; its copy is as good as ours
+        shutil.rmtree(tmp, ignore_errors=True)

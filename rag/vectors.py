@@ -1,0 +1,74 @@
+"""The FAISS side of the store: L2-normalised float32 vectors keyed by chunk id, so inner product is cosine.
+
+A derived cache: everything here can be rebuilt from the vectors SQLite keeps. faiss and numpy are imported lazily
+so that `import rag` stays light.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
+
+
+class VectorIndex:
+    """Exact inner-product search over (id, vector) pairs."""
+
+    def __init__(self, dim: int, index=None) -> None:  # index: faiss.IndexIDMap2
+        import faiss
+
+        self.dim = dim
+        self._index = index if index is not None else faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+
+    def __len__(self) -> int:
+        return int(self._index.ntotal)
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        """``ids``: (n,) int64; ``vectors``: (n, dim) float32, L2-normalised."""
+        import numpy as np
+
+        if len(ids):
+            self._index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids.astype(np.int64))
+
+    def remove(self, ids: list[int]) -> None:
+        import faiss
+        import numpy as np
+
+        if ids:
+            self._index.remove_ids(faiss.IDSelectorBatch(np.asarray(ids, dtype=np.int64)))
+
+    def search(self, query: np.ndarray, k: int) -> list[tuple[int, float]]:
+        """Top ``k`` (chunk id, cosine) for one (dim,) query vector, best first."""
+        import numpy as np
+
+        if len(self) == 0:
+            return []
+        scores, ids = self._index.search(np.asarray(query, dtype=np.float32).reshape(1, -1), min(k, len(self)))
+        return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
+
+    def ids(self) -> np.ndarray:
+        import faiss
+
+        return faiss.vector_to_array(self._index.id_map).copy()
+
+    def save(self, path: Path) -> None:
+        """Write to a temporary file and rename it into place, so readers never see half a file."""
+        import faiss
+
+        tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+        faiss.write_index(self._index, str(tmp))
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: Path, dim: int) -> VectorIndex:
+        import faiss
+
+        index = faiss.read_index(str(path))
+        if index.d != dim:
+            raise ValueError(f"{path} holds {index.d}-dimensional vectors, expected {dim}")
+        return cls(dim, index)

@@ -1,0 +1,66 @@
+"""Shared fixtures: the real bundled models, loaded once per session, and one index of sample_docs/."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from rag import Config, Index
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE_DOCS = ROOT / "sample_docs"
+SHARED_EVAL = ROOT.parent / "shared" / "eval"
+
+
+def load_questions() -> list[dict]:
+    return [json.loads(line) for line in (SAMPLE_DOCS / "questions.jsonl").read_text().splitlines() if line]
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The generator's converted-weights cache for this session (a fresh one: the first load converts)."""
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, cache_dir: Path) -> None:
+    # No setting of the person running the tests may leak in; nothing may write to their home.
+    for key in list(os.environ):
+        if key.startswith("RAG_"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("RAG_CACHE_DIR", str(cache_dir))
+
+
+@pytest.fixture(scope="session")
+def sample_index(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Index:
+    """An index of sample_docs/ built once through the public API; tests must not modify it."""
+    config = Config.load(index=tmp_path_factory.mktemp("index") / ".rag", cache_dir=cache_dir)
+    index = Index.open(config=config, create=True)
+    report = index.ingest(SAMPLE_DOCS)
+    assert report.indexed >= 10, report
+    yield index
+    index.close()
+
+
+@pytest.fixture()
+def docs_copy(tmp_path: Path) -> Path:
+    """A private copy of sample_docs/ that a test may change."""
+    dest = tmp_path / "docs"
+    shutil.copytree(SAMPLE_DOCS, dest)
+    return dest
+
+
+@pytest.fixture()
+def fresh_index(tmp_path: Path, sample_index: Index) -> Index:
+    """An empty index that shares the session's already loaded models."""
+    index = Index.open(config=Config.load(index=tmp_path / "idx", cache_dir=sample_index.config.cache_dir),
+                       create=True)  # fmt: skip
+    index.embedder = sample_index.embedder
+    index.generator = sample_index.generator
+    yield index
+    index.close()

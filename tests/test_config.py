@@ -1,0 +1,32 @@
+from pathlib import Path
+
+import pytest
+
+from rag import Config, ConfigError
+
+
+def test_precedence_flag_over_env_over_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Config.load().top_k == 5
+    monkeypatch.setenv("RAG_TOP_K", "7")
+    assert Config.load().top_k == 7
+    assert Config.load(top_k=9).top_k == 9
+    assert Config.load(top_k=None).top_k == 7  # an unset flag does not override
+
+
+def test_index_path_from_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("RAG_INDEX", str(tmp_path))
+    assert Config.load().index == tmp_path
+
+
+@pytest.mark.parametrize(
+    "env, value, match",
+    [
+        ("RAG_TOPK", "3", "unknown environment variable RAG_TOPK"),
+        ("RAG_TOP_K", "many", "not a valid int"),
+        ("RAG_CHUNK_OVERLAP", "500", "chunk_overlap"),
+    ],
+)
+def test_bad_settings_fail_loudly(monkeypatch: pytest.MonkeyPatch, env: str, value: str, match: str) -> None:
+    monkeypatch.setenv(env, value)
+    with pytest.raises(ConfigError, match=match):
+        Config.load()

@@ -1,0 +1,41 @@
+"""Packing sources into the budget, with a word-counting stand-in for the tokenizer (exact numbers matter here;
+the real tokenizer is covered in test_api.py)."""
+
+from rag.prompt import build_messages, citations, pack
+from rag.types import Hit
+
+
+def hit(rank: int, words: int) -> Hit:
+    text = " ".join(f"w{rank}" for _ in range(words))
+    return Hit(rank, 0.5, rank, f"/docs/d{rank}.md", None, "markdown", 0, 0, len(text), None, None, words, text)
+
+
+def words(messages: list[dict[str, str]]) -> int:
+    return sum(len(m["content"].split()) for m in messages)
+
+
+def test_sources_are_packed_in_rank_order_within_budget() -> None:
+    hits = [hit(1, 50), hit(2, 500), hit(3, 40)]
+    overhead = words(build_messages("q?", []))
+    packed = pack("q?", hits, words, budget=overhead + 120)
+    assert [h.rank for h in packed.sources] == [1, 3]  # 2 does not fit; the shorter 3 still does
+    assert [h.rank for h in packed.dropped] == [2]
+    assert packed.tokens == words(packed.messages) <= overhead + 120
+
+
+def test_a_too_long_best_source_is_cut_not_dropped() -> None:
+    overhead = words(build_messages("q?", []))
+    packed = pack("q?", [hit(1, 1000)], words, budget=overhead + 100)
+    assert len(packed.sources) == 1 and packed.tokens <= overhead + 100
+    assert packed.sources[0].end - packed.sources[0].start == len(packed.sources[0].text)
+
+
+def test_sources_are_numbered_and_delimited() -> None:
+    user = build_messages("Why?", [hit(1, 3), hit(2, 3)])[1]["content"]
+    assert "[1] d1.md (chunk 1)\nw1 w1 w1" in user and "[2] d2.md" in user
+    assert user.rstrip().endswith("Question: Why?")
+
+
+def test_citations_are_parsed() -> None:
+    assert citations("See [2] and [1, 3]; also [2] and [9].", 3) == [2, 1, 3]
+    assert citations("no citations", 3) == []
