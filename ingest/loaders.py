@@ -23,14 +23,46 @@ PDF = {".pdf"}
 TEXT = {".txt", ".text"}
 # Extension -> language name understood by langchain's code splitters (None: generic separators).
 CODE: dict[str, str | None] = {
-    ".py": "python", ".pyi": "python", ".js": "js", ".mjs": "js", ".jsx": "js", ".ts": "ts", ".tsx": "ts",
-    ".java": "java", ".kt": "kotlin", ".scala": "scala", ".go": "go", ".rs": "rust", ".c": "c", ".h": "c",
-    ".cc": "cpp", ".cpp": "cpp", ".hpp": "cpp", ".cs": "csharp", ".rb": "ruby", ".php": "php",
-    ".swift": "swift", ".lua": "lua", ".pl": "perl", ".hs": "haskell", ".ex": "elixir", ".exs": "elixir",
-    ".r": "r", ".sol": "sol", ".proto": "proto", ".tex": "latex",
-    ".sh": None, ".bash": None, ".sql": None, ".css": None, ".toml": None, ".yaml": None, ".yml": None,
-    ".ini": None, ".cfg": None,
-}  # fmt: skip
+    ".py": "python",
+    ".pyi": "python",
+    ".js": "js",
+    ".mjs": "js",
+    ".jsx": "js",
+    ".ts": "ts",
+    ".tsx": "ts",
+    ".java": "java",
+    ".kt": "kotlin",
+    ".scala": "scala",
+    ".go": "go",
+    ".rs": "rust",
+    ".c": "c",
+    ".h": "c",
+    ".cc": "cpp",
+    ".cpp": "cpp",
+    ".hpp": "cpp",
+    ".cs": "csharp",
+    ".rb": "ruby",
+    ".php": "php",
+    ".swift": "swift",
+    ".lua": "lua",
+    ".pl": "perl",
+    ".hs": "haskell",
+    ".ex": "elixir",
+    ".exs": "elixir",
+    ".r": "r",
+    ".sol": "sol",
+    ".proto": "proto",
+    ".tex": "latex",
+    ".sh": None,
+    ".bash": None,
+    ".sql": None,
+    ".css": None,
+    ".toml": None,
+    ".yaml": None,
+    ".yml": None,
+    ".ini": None,
+    ".cfg": None,
+}
 
 
 @dataclass(frozen=True)
@@ -188,10 +220,42 @@ def _heading_sections(text: str, headings: list[tuple[int, int, str]]) -> list[S
 
 _HTML_DROP = {"script", "style", "noscript", "template", "head", "svg", "iframe", "object", "button", "form"}
 _HTML_BLOCK = {
-    "p", "div", "section", "article", "main", "header", "footer", "aside", "nav", "ul", "ol", "li", "dl", "dt",
-    "dd", "table", "tr", "blockquote", "pre", "figure", "figcaption", "hr", "address", "details", "summary",
-    "h1", "h2", "h3", "h4", "h5", "h6", "caption", "thead", "tbody", "tfoot",
-}  # fmt: skip
+    "p",
+    "div",
+    "section",
+    "article",
+    "main",
+    "header",
+    "footer",
+    "aside",
+    "nav",
+    "ul",
+    "ol",
+    "li",
+    "dl",
+    "dt",
+    "dd",
+    "table",
+    "tr",
+    "blockquote",
+    "pre",
+    "figure",
+    "figcaption",
+    "hr",
+    "address",
+    "details",
+    "summary",
+    "h1",
+    "h2",
+    "h3",
+    "h4",
+    "h5",
+    "h6",
+    "caption",
+    "thead",
+    "tbody",
+    "tfoot",
+}
 _HEADING_TAGS = {"h1": 1, "h2": 2, "h3": 3, "h4": 4, "h5": 5, "h6": 6}
 
 
@@ -293,7 +357,7 @@ def _load_pdf(data: bytes) -> LoadedDocument:
         raise
     except FileNotDecryptedError:
         raise SkipFile("pdf-encrypted", "password-protected") from None
-    except (PdfReadError, Exception) as e:  # noqa: BLE001 - pypdf raises many types on broken files
+    except (PdfReadError, Exception) as e:
         raise SkipFile("pdf-broken", f"{type(e).__name__}: {e}"[:200]) from None
     if not sections:
         raise SkipFile("pdf-no-text", "no text layer (scanned?)")

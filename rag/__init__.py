@@ -6,24 +6,49 @@
     answer = index.ask("What does top-p sampling keep?")
     print(answer.text, [hit.path for hit in answer.sources])
 
-Importing this package loads no torch, transformers or faiss; models load on first use.
+Importing this package loads nothing heavy (no torch, transformers, faiss, not even SQLAlchemy): names are
+imported on first use, so `rag --help` stays instant.
 """
 
-from ingest.pipeline import IngestReport, Progress, SkippedFile
-from rag.api import AnswerStream, Index
-from rag.config import Config
-from rag.errors import (
-    ConfigError,
-    IndexFormatError,
-    IndexNotFoundError,
-    ModelMismatchError,
-    ModelNotFoundError,
-    RagError,
-    SourceNotFoundError,
-)
-from rag.generate import Decoding
-from rag.types import Answer, Hit
+from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ingest.pipeline import IngestReport, Progress, SkippedFile
+    from rag.api import AnswerStream, Index
+    from rag.config import Config
+    from rag.errors import (
+        ConfigError,
+        IndexFormatError,
+        IndexNotFoundError,
+        ModelMismatchError,
+        ModelNotFoundError,
+        RagError,
+        SourceNotFoundError,
+    )
+    from rag.generate import Decoding
+    from rag.types import Answer, Hit
+
+_EXPORTS = {
+    "Answer": "rag.types",
+    "AnswerStream": "rag.api",
+    "Config": "rag.config",
+    "ConfigError": "rag.errors",
+    "Decoding": "rag.generate",
+    "Hit": "rag.types",
+    "Index": "rag.api",
+    "IndexFormatError": "rag.errors",
+    "IndexNotFoundError": "rag.errors",
+    "IngestReport": "ingest.pipeline",
+    "ModelMismatchError": "rag.errors",
+    "ModelNotFoundError": "rag.errors",
+    "Progress": "ingest.pipeline",
+    "RagError": "rag.errors",
+    "SkippedFile": "ingest.pipeline",
+    "SourceNotFoundError": "rag.errors",
+}
 __all__ = [
     "Answer",
     "AnswerStream",
@@ -42,3 +67,15 @@ __all__ = [
     "SkippedFile",
     "SourceNotFoundError",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'rag' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return [*globals(), *__all__]

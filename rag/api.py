@@ -16,9 +16,9 @@ from ingest.pipeline import IngestReport, Progress, sync
 from rag.config import Config
 from rag.embed import Embedder
 from rag.errors import ConfigError, ModelMismatchError, SourceNotFoundError
-from rag.generate import Decoding, Generator, GenerationStats
+from rag.generate import Decoding, GenerationStats, Generator
 from rag.models import resolve_embedder, resolve_generator
-from rag.prompt import PackedPrompt, citations, pack
+from rag.prompt import PackedPrompt, citations, focus, pack
 from rag.retrieve import search
 from rag.store import Store
 from rag.types import Answer, Hit
@@ -29,10 +29,10 @@ NO_ANSWER = "The indexed documents do not seem to contain anything relevant to t
 class Index:
     """A document index on disk::
 
-        index = Index.open(".rag", create=True)
-        report = index.ingest("sample_docs")      # IngestReport: added / updated / skipped ...
-        hits = index.search("what does top-p keep?", k=3)   # list[Hit], best first
-        answer = index.ask("what does top-p keep?")         # Answer: .text, .sources, .cited
+    index = Index.open(".rag", create=True)
+    report = index.ingest("sample_docs")      # IngestReport: added / updated / skipped ...
+    hits = index.search("what does top-p keep?", k=3)   # list[Hit], best first
+    answer = index.ask("what does top-p keep?")         # Answer: .text, .sources, .cited
     """
 
     def __init__(self, store: Store, config: Config) -> None:
@@ -123,15 +123,22 @@ class Index:
             self.store.set_meta(
                 {
                     "embedder": {
-                        "name": src.name, "identity": src.identity, "dim": self.embedder.dim,
-                        "normalized": True, "max_seq_length": self.embedder.max_seq_length,
+                        "name": src.name,
+                        "identity": src.identity,
+                        "dim": self.embedder.dim,
+                        "normalized": True,
+                        "max_seq_length": self.embedder.max_seq_length,
                     },
                     "chunker": chunker.settings.as_dict(),
                 }
-            )  # fmt: skip
+            )
         report = sync(folder, self.store, chunker, self.embedder.embed_documents, delete=delete, progress=progress)
         self.store.save_vectors()
         return report
+
+    def _similarity(self, question: str, texts: list[str]) -> list[float]:
+        vectors = self.embedder.embed_documents(texts)  # (n, dim), normalised: a dot product is cosine
+        return (vectors @ self.embedder.embed_query(question)).tolist()
 
     # --- query ------------------------------------------------------------------------------------------------
 
@@ -144,9 +151,13 @@ class Index:
         return search(self.store, self.embedder, query, k or self.config.top_k, min_score)
 
     def ask(
-        self, question: str, *, k: int | None = None, decoding: Decoding | None = None,
+        self,
+        question: str,
+        *,
+        k: int | None = None,
+        decoding: Decoding | None = None,
         on_token: Callable[[str], None] | None = None,
-    ) -> Answer:  # fmt: skip
+    ) -> Answer:
         """Answer ``question`` from the indexed documents with the local generator, citing sources as [n].
 
         ``on_token`` receives the answer's text as it is generated. When nothing relevant is retrieved the
@@ -166,16 +177,28 @@ class Index:
         hits = self.search(question, k, min_score=self.config.min_score)
         retrieved = time.perf_counter()
         settings = {
-            "decoding": decoding.as_dict(), "k": k or self.config.top_k, "min_score": self.config.min_score,
-            "embed_model": self.config.embed_model, "gen_model": self.config.gen_model,
+            "decoding": decoding.as_dict(),
+            "k": k or self.config.top_k,
+            "min_score": self.config.min_score,
+            "embed_model": self.config.embed_model,
+            "gen_model": self.config.gen_model,
             "context_tokens": self.config.context_tokens,
-        }  # fmt: skip
+            "focus_sentences": self.config.focus_sentences,
+        }
         timings = {"retrieve_s": retrieved - started}
         if not hits:
             return AnswerStream(Answer(question, NO_ANSWER, [], answered=False, settings=settings, timings=timings))
         gen = self.generator
         budget = min(self.config.context_tokens, gen.context_window) - decoding.max_new_tokens
-        packed = pack(question, hits, gen.count, budget)
+        if budget < 128:
+            raise ConfigError(
+                f"--max-new-tokens {decoding.max_new_tokens} leaves no room for sources in a "
+                f"{min(self.config.context_tokens, gen.context_window)}-token context; lower it"
+            )
+        excerpts = None
+        if self.config.focus_sentences:
+            excerpts = focus(question, hits, self._similarity, self.config.focus_sentences)
+        packed = pack(question, hits, gen.count, budget, excerpts)
         timings["load_generator_s"] = gen.load_seconds or 0.0
         timings["pack_s"] = time.perf_counter() - retrieved
         return AnswerStream(None, gen.stream(packed.messages, decoding), question, packed, settings, timings)
@@ -185,10 +208,14 @@ class AnswerStream:
     """Iterate for the answer's text pieces; ``answer`` is ready once iteration has finished."""
 
     def __init__(
-        self, answer: Answer | None, pieces: Iterator[str] | None = None, question: str = "",
-        packed: PackedPrompt | None = None, settings: dict[str, Any] | None = None,
+        self,
+        answer: Answer | None,
+        pieces: Iterator[str] | None = None,
+        question: str = "",
+        packed: PackedPrompt | None = None,
+        settings: dict[str, Any] | None = None,
         timings: dict[str, float] | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self._answer = answer
         self._pieces = pieces
         self._question = question
@@ -215,14 +242,22 @@ class AnswerStream:
         assert self._packed is not None and stats is not None
         answer_text = "".join(text).strip()
         timings = {
-            **self._timings, "first_token_s": stats.first_token_s, "generate_s": stats.seconds,
+            **self._timings,
+            "first_token_s": stats.first_token_s,
+            "generate_s": stats.seconds,
             "tokens_per_s": stats.new_tokens / stats.seconds if stats.seconds else 0.0,
-        }  # fmt: skip
+        }
         self._answer = Answer(
-            question=self._question, text=answer_text, sources=self._packed.sources, answered=True,
-            cited=citations(answer_text, len(self._packed.sources)), settings=self._settings,
-            timings=timings, prompt_tokens=stats.prompt_tokens, answer_tokens=stats.new_tokens,
-        )  # fmt: skip
+            question=self._question,
+            text=answer_text,
+            sources=self._packed.sources,
+            answered=True,
+            cited=citations(answer_text, len(self._packed.sources)),
+            settings=self._settings,
+            timings=timings,
+            prompt_tokens=stats.prompt_tokens,
+            answer_tokens=stats.new_tokens,
+        )
 
     @property
     def answer(self) -> Answer:

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
+    from ingest.pipeline import IngestReport, Progress
     from rag.api import Index
     from rag.config import Config
-    from ingest.pipeline import IngestReport, Progress
 
 
 class UsageError(Exception):
@@ -27,20 +27,33 @@ def _parser() -> argparse.ArgumentParser:
     # Global options are accepted before or after the command (`rag --index X ask ...` or `rag ask ... --index X`).
     common = argparse.ArgumentParser(add_help=False)
     g = common.add_argument_group("global options")
-    g.add_argument("--index", metavar="DIR", default=argparse.SUPPRESS,
-                   help="index directory (env RAG_INDEX, default ./.rag)")
-    g.add_argument("--embed-model", metavar="M", default=argparse.SUPPRESS,
-                   help="embedding model: bundled name, sentence-transformers folder or hub id")
-    g.add_argument("--gen-model", metavar="M", default=argparse.SUPPRESS,
-                   help="generator: bundled name, causal-LM folder, .gguf file or hub id")
+    g.add_argument(
+        "--index",
+        metavar="DIR",
+        default=argparse.SUPPRESS,
+        help="index directory (env RAG_INDEX, default ./.rag)",
+    )
+    g.add_argument(
+        "--embed-model",
+        metavar="M",
+        default=argparse.SUPPRESS,
+        help="embedding model: bundled name, sentence-transformers folder or hub id",
+    )
+    g.add_argument(
+        "--gen-model",
+        metavar="M",
+        default=argparse.SUPPRESS,
+        help="generator: bundled name, causal-LM folder, .gguf file or hub id",
+    )
     g.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress output")
     g.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output")
 
     p = argparse.ArgumentParser(
-        prog="rag", parents=[common],
+        prog="rag",
+        parents=[common],
         description="Ask questions about a folder of documents with a local model, offline, with sources.",
-        epilog="Start with: rag ingest FOLDER, then rag ask \"your question\".",
-    )  # fmt: skip
+        epilog='Start with: rag ingest FOLDER, then rag ask "your question".',
+    )
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     ing = sub.add_parser("ingest", parents=[common], help="index a folder (re-run to sync changes)")
@@ -104,7 +117,7 @@ def _config(args: argparse.Namespace, **extra: Any) -> Config:
     return Config.load(index=args.index, embed_model=args.embed_model, gen_model=args.gen_model, **extra)
 
 
-def _open(args: argparse.Namespace, config: Config, create: bool = False) -> Index:
+def _open(config: Config, create: bool = False) -> Index:
     from rag.api import Index
 
     return Index.open(config=config, create=create)
@@ -167,7 +180,7 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
         return 1
     show_progress = not args.quiet and sys.stderr.isatty()
     line = _ProgressLine(sys.stderr) if show_progress else None
-    with _open(args, config, create=True) as index:
+    with _open(config, create=True) as index:
         try:
             report = index.ingest(folder, delete=not args.no_delete, progress=line)
         finally:
@@ -193,8 +206,10 @@ def _print_report(r: IngestReport, docs: int, chunks: int) -> None:
         f"{_show(r.folder)}: {r.files_seen} files · {r.added} added · {r.updated} updated · "
         f"{r.unchanged} unchanged · {r.removed} removed · {len(r.skipped)} skipped"
     )
-    print(f"embedded {r.chunks_added} chunks in {r.seconds:.1f} s{rate}; index now holds {docs} documents, "
-          f"{chunks} chunks")  # fmt: skip
+    print(
+        f"embedded {r.chunks_added} chunks in {r.seconds:.1f} s{rate}; index now holds {docs} documents, "
+        f"{chunks} chunks"
+    )
     if r.indexed == 0 and r.removed == 0:
         print("nothing changed: no file needed embedding")
     if r.skipped:
@@ -212,7 +227,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
     if args.k is not None and args.k < 1:
         raise UsageError("-k must be at least 1")
     config = _config(args)
-    with _open(args, config) as index:
+    with _open(config) as index:
         hits = index.search(args.query, args.k, min_score=args.min_score)
     if args.json:
         _dump({"query": args.query, "hits": [h.as_dict() for h in hits]})
@@ -233,14 +248,19 @@ def _cmd_ask(args: argparse.Namespace) -> int:
     if args.k is not None and args.k < 1:
         raise UsageError("-k must be at least 1")
     decoding = Decoding(
-        max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-        num_beams=args.num_beams, repetition_penalty=args.repetition_penalty,
-        no_repeat_ngram_size=args.no_repeat_ngram_size, seed=args.seed,
-    )  # fmt: skip
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        num_beams=args.num_beams,
+        repetition_penalty=args.repetition_penalty,
+        no_repeat_ngram_size=args.no_repeat_ngram_size,
+        seed=args.seed,
+    )
     decoding.validate()
     config = _config(args)
     stream_to_terminal = not args.json and sys.stdout.isatty()
-    with _open(args, config) as index:
+    with _open(config) as index:
         stream = index.ask_stream(args.question, k=args.k, decoding=decoding)
         for piece in stream:
             if stream_to_terminal:
@@ -261,8 +281,11 @@ def _cmd_ask(args: argparse.Namespace) -> int:
             print(f" {mark}[{n}] {_show(h.path)} · {h.location()} · score {h.score:.3f}")
     if not args.quiet and sys.stderr.isatty() and answer.answered:
         t = answer.timings
-        print(f"({answer.answer_tokens} tokens in {t.get('generate_s', 0):.1f} s, first after "
-              f"{t.get('first_token_s', 0):.1f} s)", file=sys.stderr)  # fmt: skip
+        print(
+            f"({answer.answer_tokens} tokens in {t.get('generate_s', 0):.1f} s, first after "
+            f"{t.get('first_token_s', 0):.1f} s)",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -281,11 +304,17 @@ def _cmd_status(args: argparse.Namespace) -> int:
             kinds[d.kind] = kinds.get(d.kind, 0) + 1
         size = sum(p.stat().st_size for p in config.index.iterdir() if p.is_file())
         status = {
-            "index": str(config.index.resolve()), "documents": docs, "chunks": chunks, "by_type": kinds,
-            "bytes_on_disk": size, "embedder": store.meta.get("embedder"), "chunker": store.meta.get("chunker"),
-            "generator": config.gen_model, "format_version": store.meta.get("format_version"),
+            "index": str(config.index.resolve()),
+            "documents": docs,
+            "chunks": chunks,
+            "by_type": kinds,
+            "bytes_on_disk": size,
+            "embedder": store.meta.get("embedder"),
+            "chunker": store.meta.get("chunker"),
+            "generator": config.gen_model,
+            "format_version": store.meta.get("format_version"),
             "generation": store.meta.get("generation"),
-        }  # fmt: skip
+        }
     finally:
         store.close()
     if args.json:
@@ -295,8 +324,9 @@ def _cmd_status(args: argparse.Namespace) -> int:
     print(f"index      {status['index']}  ({size / 1e6:.1f} MB)")
     print(f"documents  {docs}  " + " ".join(f"{k}:{v}" for k, v in sorted(kinds.items())))
     print(f"chunks     {chunks}")
-    print(f"embedder   {emb.get('name', '-')}  dim {emb.get('dim', '-')}  max_seq_length "
-          f"{emb.get('max_seq_length', '-')}")  # fmt: skip
+    print(
+        f"embedder   {emb.get('name', '-')}  dim {emb.get('dim', '-')}  max_seq_length {emb.get('max_seq_length', '-')}"
+    )
     print(f"chunker    {status['chunker']}")
     print(f"generator  {config.gen_model}")
     return 0
@@ -319,8 +349,12 @@ def _cmd_config(args: argparse.Namespace) -> int:
 
 
 _COMMANDS = {
-    "ingest": _cmd_ingest, "search": _cmd_search, "ask": _cmd_ask, "status": _cmd_status, "config": _cmd_config,
-}  # fmt: skip
+    "ingest": _cmd_ingest,
+    "search": _cmd_search,
+    "ask": _cmd_ask,
+    "status": _cmd_status,
+    "config": _cmd_config,
+}
 
 if __name__ == "__main__":
     sys.exit(main())

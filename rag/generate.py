@@ -117,7 +117,11 @@ class Generator:
         if cache is not None and (cache / ".complete").is_file():
             location, extra, self.loaded_from = str(cache), {}, "cache"
         elif cache is not None:
-            location, extra, self.loaded_from = self.source.location, {"gguf_file": self.source.gguf_file}, "gguf"
+            location, extra, self.loaded_from = (
+                self.source.location,
+                {"gguf_file": self.source.gguf_file},
+                "gguf",
+            )
         else:
             location, extra, self.loaded_from = self.source.location, {}, "folder"
         local = self.source.local

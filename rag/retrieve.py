@@ -18,9 +18,19 @@ def search(store: Store, embedder: Embedder, query: str, k: int, min_score: floa
             continue
         hits.append(
             Hit(
-                rank=len(hits) + 1, score=score, chunk_id=chunk_id, path=row.path, title=row.title,
-                kind=row.kind, ordinal=row.ordinal, start=row.start, end=row.end, page=row.page,
-                heading=row.heading, token_count=row.token_count, text=row.text,
-            )  # fmt: skip
+                rank=len(hits) + 1,
+                score=score,
+                chunk_id=chunk_id,
+                path=row.path,
+                title=row.title,
+                kind=row.kind,
+                ordinal=row.ordinal,
+                start=row.start,
+                end=row.end,
+                page=row.page,
+                heading=row.heading,
+                token_count=row.token_count,
+                text=row.text,
+            )
         )
     return hits

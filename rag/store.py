@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from sqlalchemy import ForeignKey, LargeBinary, create_engine, delete, event, func, select
 from sqlalchemy.engine import Engine
@@ -53,7 +53,7 @@ class DocumentRow(Base):
 class ChunkRow(Base):
     __tablename__ = "chunks"
     # AUTOINCREMENT: ids are never reused, so a stale FAISS id can never point at a newer chunk.
-    __table_args__ = {"sqlite_autoincrement": True}
+    __table_args__: ClassVar[dict[str, bool]] = {"sqlite_autoincrement": True}
     id: Mapped[int] = mapped_column(primary_key=True)  # == FAISS id
     document_id: Mapped[int] = mapped_column(ForeignKey("documents.id", ondelete="CASCADE"), index=True)
     ordinal: Mapped[int]
@@ -171,7 +171,10 @@ class Store:
             with Session(self._engine) as s:
                 return {row.key: json.loads(row.value) for row in s.scalars(select(MetaRow))}
         except Exception as e:  # sqlalchemy.exc.DatabaseError: not a database, or damaged
-            raise IndexFormatError(f"{self.directory / DB_NAME} is not a readable index ({e.__class__.__name__})")
+            raise IndexFormatError(
+                f"{self.directory / DB_NAME} is not a readable index ({e.__class__.__name__}); "
+                "point --index at another directory or move this one away"
+            ) from None
 
     def set_meta(self, values: dict[str, Any]) -> None:
         with Session(self._engine) as s, s.begin():
@@ -222,9 +225,18 @@ class Store:
             )
             return {
                 c.id: StoredChunk(
-                    c.id, c.ordinal, c.text, c.start, c.end, c.page, c.heading, c.token_count,
-                    d.path, d.title, d.kind,
-                )  # fmt: skip
+                    c.id,
+                    c.ordinal,
+                    c.text,
+                    c.start,
+                    c.end,
+                    c.page,
+                    c.heading,
+                    c.token_count,
+                    d.path,
+                    d.title,
+                    d.kind,
+                )
                 for c, d in rows
             }
 
@@ -331,16 +343,28 @@ class Transaction:
             raise ValueError(f"vectors have dimension {vectors.shape[1]}, the index {self._dim}")
         removed = self.remove_document(info.path)
         doc = DocumentRow(
-            path=info.path, content_hash=info.content_hash, size=info.size, mtime=info.mtime, kind=info.kind,
-            title=info.title, encoding=info.encoding, indexed_at=time.time(),
-        )  # fmt: skip
+            path=info.path,
+            content_hash=info.content_hash,
+            size=info.size,
+            mtime=info.mtime,
+            kind=info.kind,
+            title=info.title,
+            encoding=info.encoding,
+            indexed_at=time.time(),
+        )
         self._s.add(doc)
         self._s.flush()
         rows = [
             ChunkRow(
-                document_id=doc.id, ordinal=c.ordinal, text=c.text, start=c.start, end=c.end, page=c.page,
-                heading=c.heading, token_count=c.token_count,
-            )  # fmt: skip
+                document_id=doc.id,
+                ordinal=c.ordinal,
+                text=c.text,
+                start=c.start,
+                end=c.end,
+                page=c.page,
+                heading=c.heading,
+                token_count=c.token_count,
+            )
             for c in chunks
         ]
         self._s.add_all(rows)

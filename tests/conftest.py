@@ -58,8 +58,7 @@ def docs_copy(tmp_path: Path) -> Path:
 @pytest.fixture()
 def fresh_index(tmp_path: Path, sample_index: Index) -> Index:
     """An empty index that shares the session's already loaded models."""
-    index = Index.open(config=Config.load(index=tmp_path / "idx", cache_dir=sample_index.config.cache_dir),
-                       create=True)  # fmt: skip
+    index = Index.open(config=Config.load(index=tmp_path / "idx", cache_dir=sample_index.config.cache_dir), create=True)
     index.embedder = sample_index.embedder
     index.generator = sample_index.generator
     yield index

@@ -60,7 +60,7 @@ def test_changed_and_deleted_files_leave_no_stale_text(fresh_index: Index, docs_
     (docs_copy / "transformer_block.md").unlink()
     report = fresh_index.ingest(docs_copy)
     assert (report.updated, report.removed) == (1, 1)
-    docs, chunks = fresh_index.store.counts()
+    _, chunks = fresh_index.store.counts()
     assert chunks < chunks_before
     assert not any(d.path.endswith("transformer_block.md") for d in fresh_index.store.documents())
     texts = [c.text for c in fresh_index.store.document_chunks(str(glossary.resolve()))]

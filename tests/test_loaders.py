@@ -17,7 +17,9 @@ def write(tmp_path: Path, name: str, content: str | bytes) -> Path:
 
 
 def test_markdown_sections_carry_heading_paths_and_ignore_code_fences(tmp_path: Path) -> None:
-    md = "Intro line.\n\n# Title\n\nText.\n\n## Part A\n\n```\n# not a heading\n```\n\n### Deep\n\nx\n\n## Part B\n\ny\n"
+    md = (
+        "Intro line.\n\n# Title\n\nText.\n\n## Part A\n\n```\n# not a heading\n```\n\n### Deep\n\nx\n\n## Part B\n\ny\n"
+    )
     doc = load(write(tmp_path, "a.md", md))
     headings = [s.heading for s in doc.sections]
     assert headings == [None, "Title", "Title > Part A", "Title > Part A > Deep", "Title > Part B"]
