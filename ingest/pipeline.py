@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ingest.chunking import Chunk, Chunker
-from ingest.loaders import MAX_FILE_BYTES, LoadedDocument, SkipFile, kind_of, load
+from ingest.loaders import MAX_FILE_BYTES, SkipFile, kind_of, load
+from rag.store import DocumentInfo
 
 if TYPE_CHECKING:
     import numpy as np
@@ -87,9 +88,7 @@ def walk(folder: Path) -> Iterator[Path]:
 
 @dataclass
 class _Pending:
-    path: str
-    info_args: dict
-    doc: LoadedDocument
+    info: DocumentInfo
     chunks: list[Chunk]
     existed: bool
 
@@ -104,8 +103,6 @@ def sync(
     progress: Callable[[Progress], None] | None = None,
 ) -> IngestReport:
     """Bring the index in line with ``folder``: add new files, replace changed ones, drop vanished ones."""
-    from rag.store import DocumentInfo
-
     started = time.monotonic()
     folder = folder.resolve()
     report = IngestReport(folder=str(folder))
@@ -124,8 +121,7 @@ def sync(
         with store.transaction() as tx:
             for p in pending:
                 n = len(p.chunks)
-                info = DocumentInfo(**p.info_args, kind=p.doc.kind, title=p.doc.title, encoding=p.doc.encoding)
-                report.chunks_removed += tx.put_document(info, p.chunks, vectors[offset : offset + n])
+                report.chunks_removed += tx.put_document(p.info, p.chunks, vectors[offset : offset + n])
                 offset += n
         for p in pending:
             report.chunks_added += len(p.chunks)
@@ -178,11 +174,14 @@ def sync(
             # What was indexed for this file before stays: a file that became unreadable keeps its old text.
             report.skipped.append(SkippedFile(key, e.reason, e.detail))
             continue
+        except Exception as e:  # a parser bug on one odd file must not end the run for all the others
+            report.skipped.append(SkippedFile(key, "error", f"{type(e).__name__}: {e}"[:200]))
+            continue
         if not chunks:
             report.skipped.append(SkippedFile(key, "empty", "no chunks"))
             continue
-        args = {"path": key, "content_hash": digest, "size": st.st_size, "mtime": st.st_mtime}
-        pending.append(_Pending(key, args, doc, chunks, old is not None))
+        info = DocumentInfo(key, digest, st.st_size, st.st_mtime, doc.kind, doc.title, doc.encoding)
+        pending.append(_Pending(info, chunks, old is not None))
         if len(pending) >= BATCH_FILES or sum(len(p.chunks) for p in pending) >= BATCH_CHUNKS:
             flush()
     flush()

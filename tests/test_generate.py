@@ -46,3 +46,18 @@ def test_bad_decoding_settings_are_refused(decoding: Decoding) -> None:
 def test_greedy_is_the_default() -> None:
     kw = Decoding().generate_kwargs()
     assert kw["do_sample"] is False and kw["num_beams"] == 1
+
+
+def test_a_causal_lm_folder_can_be_configured(sample_index: Index) -> None:
+    # The converted cache is an ordinary transformers folder: configure it as the generator directly.
+    folder = sample_index.generator.cache_path()
+    assert folder is not None
+    _ = sample_index.generator.model  # make sure the cache exists
+    from rag import Config
+
+    config = Config.load(index=sample_index.store.directory, gen_model=str(folder))
+    index = Index(sample_index.store, config)
+    index.embedder = sample_index.embedder
+    answer = index.ask("Who started the llama.cpp project?", decoding=Decoding(max_new_tokens=12))
+    assert index.generator.loaded_from == "folder"
+    assert answer.answered and 0 < answer.answer_tokens <= 12
