@@ -24,7 +24,8 @@ demo: setup
 	$(BIN)/rag --index .rag ask "$(QUESTION)"
 
 lint: setup
-	$(BIN)/ruff check rag ingest tests bench scripts
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 test: lint
 	$(BIN)/python -m pytest -q
