@@ -3,7 +3,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-QUESTION ?= What does top-p sampling keep?
+QUESTION ?= Who introduced nucleus (top-p) sampling?
 
 .PHONY: setup demo test lint clean
 

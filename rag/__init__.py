@@ -3,7 +3,7 @@
     from rag import Index
     index = Index.open(".rag", create=True)
     index.ingest("sample_docs")
-    answer = index.ask("What does top-p sampling keep?")
+    answer = index.ask("Who introduced nucleus (top-p) sampling?")
     print(answer.text, [hit.path for hit in answer.sources])
 
 Importing this package loads nothing heavy (no torch, transformers, faiss, not even SQLAlchemy): names are

@@ -261,6 +261,8 @@ def _cmd_ask(args: argparse.Namespace) -> int:
     config = _config(args)
     stream_to_terminal = not args.json and sys.stdout.isatty()
     with _open(config) as index:
+        if not args.quiet and sys.stderr.isatty() and index.generator.needs_conversion():
+            print("rag ask: converting the GGUF generator to safetensors, once (about 20 s)...", file=sys.stderr)
         stream = index.ask_stream(args.question, k=args.k, decoding=decoding)
         for piece in stream:
             if stream_to_terminal:

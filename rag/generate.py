@@ -8,6 +8,8 @@ import shutil
 import threading
 import time
 from collections.abc import Generator as PyGenerator
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from functools import cached_property
 from pathlib import Path
@@ -102,6 +104,11 @@ class Generator:
         key = hashlib.sha256(f"{gguf.name}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:16]
         return self.cache_dir / "generators" / f"{gguf.stem}-{key}"
 
+    def needs_conversion(self) -> bool:
+        """True when loading will first convert a GGUF file (slow, once; later loads use the cache)."""
+        cache = self.cache_path()
+        return cache is not None and not (cache / ".complete").is_file()
+
     @cached_property
     def _loaded(self) -> tuple[Any, Any]:
         prepare_hub_access(self.source.local)
@@ -125,8 +132,9 @@ class Generator:
         else:
             location, extra, self.loaded_from = self.source.location, {}, "folder"
         local = self.source.local
-        tokenizer = AutoTokenizer.from_pretrained(location, local_files_only=local, **extra)
-        model = AutoModelForCausalLM.from_pretrained(location, local_files_only=local, dtype="auto", **extra)
+        with _quiet_gguf_conversion():
+            tokenizer = AutoTokenizer.from_pretrained(location, local_files_only=local, **extra)
+            model = AutoModelForCausalLM.from_pretrained(location, local_files_only=local, dtype="auto", **extra)
         model.eval()
         if self.loaded_from == "gguf" and cache is not None:
             _save_converted(model, tokenizer, cache)
@@ -224,6 +232,27 @@ class Generator:
         elapsed = time.perf_counter() - started
         new_tokens = int(result["out"].shape[1]) - len(ids)
         return GenerationStats(len(ids), new_tokens, first if first is not None else elapsed, elapsed)
+
+
+@contextmanager
+def _quiet_gguf_conversion() -> Iterator[None]:
+    """The GGUF converter draws its own tqdm bar, which no transformers setting turns off; silence it."""
+    from functools import partial
+
+    try:
+        from transformers import modeling_gguf_pytorch_utils as gguf_utils
+    except ImportError:  # no gguf support in this transformers: nothing to silence
+        yield
+        return
+    bar = getattr(gguf_utils, "tqdm", None)
+    if bar is None:
+        yield
+        return
+    gguf_utils.tqdm = partial(bar, disable=True)
+    try:
+        yield
+    finally:
+        gguf_utils.tqdm = bar
 
 
 def _save_converted(model: Any, tokenizer: Any, cache: Path) -> None:
