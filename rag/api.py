@@ -195,12 +195,14 @@ class Index:
                 f"--max-new-tokens {decoding.max_new_tokens} leaves no room for sources in a "
                 f"{min(self.config.context_tokens, gen.context_window)}-token context; lower it"
             )
+        was_loaded = gen.loaded_from is not None
         excerpts = None
         if self.config.focus_sentences:
             excerpts = focus(question, hits, self._similarity, self.config.focus_sentences)
         packed = pack(question, hits, gen.count, budget, excerpts)
-        timings["load_generator_s"] = gen.load_seconds or 0.0
         timings["pack_s"] = time.perf_counter() - retrieved
+        if not was_loaded:  # counting prompt tokens loaded the generator: part of pack_s, shown apart
+            timings["load_generator_s"] = gen.load_seconds or 0.0
         return AnswerStream(None, gen.stream(packed.messages, decoding), question, packed, settings, timings)
 
 
@@ -219,7 +221,6 @@ class AnswerStream:
         self._answer = answer
         self._pieces = pieces
         self._question = question
-        self._packed = packed
         self._settings = settings or {}
         self._timings = timings or {}
         self.prompt: PackedPrompt | None = packed  # what the generator read, for inspection
@@ -239,7 +240,7 @@ class AnswerStream:
                 break
             text.append(piece)
             yield piece
-        assert self._packed is not None and stats is not None
+        assert self.prompt is not None and stats is not None
         answer_text = "".join(text).strip()
         timings = {
             **self._timings,
@@ -250,9 +251,9 @@ class AnswerStream:
         self._answer = Answer(
             question=self._question,
             text=answer_text,
-            sources=self._packed.sources,
+            sources=self.prompt.sources,
             answered=True,
-            cited=citations(answer_text, len(self._packed.sources)),
+            cited=citations(answer_text, len(self.prompt.sources)),
             settings=self._settings,
             timings=timings,
             prompt_tokens=stats.prompt_tokens,

@@ -342,31 +342,10 @@ class Transaction:
         if self._dim is not None and vectors.shape[1] != self._dim:
             raise ValueError(f"vectors have dimension {vectors.shape[1]}, the index {self._dim}")
         removed = self.remove_document(info.path)
-        doc = DocumentRow(
-            path=info.path,
-            content_hash=info.content_hash,
-            size=info.size,
-            mtime=info.mtime,
-            kind=info.kind,
-            title=info.title,
-            encoding=info.encoding,
-            indexed_at=time.time(),
-        )
+        doc = DocumentRow(**vars(info), indexed_at=time.time())
         self._s.add(doc)
         self._s.flush()
-        rows = [
-            ChunkRow(
-                document_id=doc.id,
-                ordinal=c.ordinal,
-                text=c.text,
-                start=c.start,
-                end=c.end,
-                page=c.page,
-                heading=c.heading,
-                token_count=c.token_count,
-            )
-            for c in chunks
-        ]
+        rows = [ChunkRow(document_id=doc.id, **vars(c)) for c in chunks]
         self._s.add_all(rows)
         self._s.flush()
         vecs = np.ascontiguousarray(vectors, dtype="<f4")
