@@ -164,7 +164,8 @@ def sync(
             report.skipped.append(SkippedFile(key, reason, e.strerror or ""))
             continue
         digest = hashlib.sha256(data).hexdigest()
-        if old and old.content_hash == digest:
+        if old and old.content_hash == digest:  # touched, not changed
+            store.touch_document(key, st.st_mtime)
             report.unchanged += 1
             continue
         try:

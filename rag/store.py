@@ -295,6 +295,13 @@ class Store:
             if old != self._vectors_path(generation):
                 old.unlink(missing_ok=True)
 
+    def touch_document(self, path: str, mtime: float) -> None:
+        """Record a new mtime for a file whose content did not change, so later syncs skip it without hashing."""
+        with Session(self._engine) as s, s.begin():
+            row = s.scalar(select(DocumentRow).where(DocumentRow.path == path))
+            if row is not None:
+                row.mtime = mtime
+
     # --- writes -----------------------------------------------------------------------------------------------
 
     @contextmanager

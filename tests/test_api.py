@@ -1,5 +1,6 @@
 """The public API end to end, with the real bundled models, FAISS and SQLite."""
 
+import os
 import shutil
 from pathlib import Path
 
@@ -61,6 +62,16 @@ def test_resync_embeds_nothing_when_unchanged(fresh_index: Index, docs_copy: Pat
     second = fresh_index.ingest(docs_copy)
     assert fresh_index.embedder.calls == calls
     assert (second.added, second.updated, second.unchanged) == (0, 0, first.added)
+
+
+def test_touched_file_is_not_reembedded(fresh_index: Index, docs_copy: Path) -> None:
+    fresh_index.ingest(docs_copy)
+    path = docs_copy / "glossary.txt"
+    os.utime(path, (1_000_000_000, 1_000_000_000))
+    calls = fresh_index.embedder.calls
+    report = fresh_index.ingest(docs_copy)
+    assert (report.updated, fresh_index.embedder.calls) == (0, calls)
+    assert fresh_index.store.document(str(path.resolve())).mtime == 1_000_000_000
 
 
 def test_changed_and_deleted_files_leave_no_stale_text(fresh_index: Index, docs_copy: Path) -> None:
