@@ -4,7 +4,7 @@ import pytest
 
 from ingest.loaders import SkipFile, kind_of, load
 
-from .conftest import SAMPLE_DOCS
+from .conftest import SAMPLE_DOCS, SHARED_EVAL
 
 
 def write(tmp_path: Path, name: str, content: str | bytes) -> Path:
@@ -83,3 +83,11 @@ def test_kinds_by_extension() -> None:
     assert kind_of(Path("a.htm")) == "html"
     assert kind_of(Path("a.py")) == "code"
     assert kind_of(Path("a.png")) is None
+
+
+def test_copy_protected_pdf_with_empty_password_is_read() -> None:
+    path = SHARED_EVAL / "docs-mixed" / "unstructured-example-docs" / "pdf" / "copy-protected.pdf"
+    if not path.is_file():
+        pytest.skip(f"{path} not present")
+    doc = load(path)  # AES-encrypted: needs pypdf's crypto extra
+    assert [s.page for s in doc.sections] == [1, 2] and "LayoutParser" in doc.text
