@@ -19,8 +19,11 @@ if TYPE_CHECKING:
     from rag.config import Config
 
 
-class UsageError(Exception):
-    pass
+def _positive_int(text: str) -> int:
+    value = int(text)  # a ValueError becomes argparse's "invalid _positive_int value" usage error
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not at least 1")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -64,12 +67,12 @@ def _parser() -> argparse.ArgumentParser:
 
     se = sub.add_parser("search", parents=[common], help="show the chunks most similar to a query")
     se.add_argument("query")
-    se.add_argument("-k", type=int, metavar="N", help="how many results (default 5)")
+    se.add_argument("-k", type=_positive_int, metavar="N", help="how many results (default 5)")
     se.add_argument("--min-score", type=float, metavar="S", help="leave out results below this cosine")
 
     ask = sub.add_parser("ask", parents=[common], help="answer a question from the indexed documents")
     ask.add_argument("question")
-    ask.add_argument("-k", type=int, metavar="N", help="sources to retrieve (default 5)")
+    ask.add_argument("-k", type=_positive_int, metavar="N", help="sources to retrieve (default 5)")
     d = ask.add_argument_group("decoding (default: greedy)")
     d.add_argument("--max-new-tokens", type=int, default=128, metavar="N", help="answer length limit (128)")
     d.add_argument("--temperature", type=float, default=0.0, metavar="T", help="> 0 samples (0: greedy)")
@@ -97,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return _COMMANDS[args.command](args)
-    except (ConfigError, UsageError) as e:
+    except ConfigError as e:
         print(f"rag {args.command}: {e}", file=sys.stderr)
         return 2
     except RagError as e:
@@ -224,8 +227,6 @@ def _print_report(r: IngestReport, docs: int, chunks: int) -> None:
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
-    if args.k is not None and args.k < 1:
-        raise UsageError("-k must be at least 1")
     config = _config(args)
     with _open(config) as index:
         hits = index.search(args.query, args.k, min_score=args.min_score)
@@ -245,8 +246,6 @@ def _cmd_search(args: argparse.Namespace) -> int:
 def _cmd_ask(args: argparse.Namespace) -> int:
     from rag.generate import Decoding
 
-    if args.k is not None and args.k < 1:
-        raise UsageError("-k must be at least 1")
     decoding = Decoding(
         max_new_tokens=args.max_new_tokens,
         temperature=args.temperature,
