@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from ingest.pipeline import IngestReport
     from ingest.pipeline import Progress as IngestProgress
     from rag.api import Index
+    from rag.embed import Embedder
     from rag.types import Answer, Hit
 
 # Retrieval modes that need nothing beyond the bundled models; "rerank" joins them when a reranker is configured.
@@ -333,6 +334,7 @@ def evaluate_beir(
     modes: Iterable[str] | None = None,
     limit: int | None = None,
     progress: Progress | None = None,
+    embedder: Embedder | None = None,
 ) -> EvalReport:
     """nDCG@10, MRR@10, Recall@10/100 per mode for a BEIR folder's ``split`` (documents ranked by best chunk)."""
     from rag.api import Index
@@ -345,6 +347,8 @@ def evaluate_beir(
         progress("writing corpus", 0, 1)
     docs, names = materialise_beir(folder, workspace)
     with Index.open(_index_dir(workspace, config), config=config, create=True) as index:
+        if embedder is not None:  # a caller's already loaded model
+            index.embedder = embedder
         report = index.ingest(docs, progress=_ingest_progress(progress))
         n_docs, n_chunks = index.store.counts()
         # Recall@100 needs 100 distinct documents: look deep enough for the corpus's chunks per document.
@@ -381,6 +385,7 @@ def evaluate_qa(
     limit: int | None = None,
     answers: bool = False,
     progress: Progress | None = None,
+    embedder: Embedder | None = None,
 ) -> EvalReport:
     """Retrieval hit@k and MRR per mode for a QA file over its docs folder; with ``answers``, also generate
     answers (configured mode) and score them with :func:`answer_scores`."""
@@ -394,6 +399,8 @@ def evaluate_qa(
     workspace = config.cache_dir / "eval" / f"{docs.resolve().name}-{key}"
     depth = config.candidates
     with Index.open(_index_dir(workspace, config), config=config, create=True) as index:
+        if embedder is not None:  # a caller's already loaded model
+            index.embedder = embedder
         report = index.ingest(docs, progress=_ingest_progress(progress))
         n_docs, n_chunks = index.store.counts()
         per_mode: dict[str, list[dict[str, float]]] = {m: [] for m in chosen}
@@ -425,7 +432,10 @@ def evaluate_qa(
 
 
 def evaluate(target: Path, config: Config, **options: Any) -> EvalReport:
-    """BEIR folder or QA file/folder, whichever ``target`` is (``answers`` applies to QA only)."""
+    """BEIR folder or QA file/folder, whichever ``target`` is (``answers`` applies to QA only).
+
+    ``embedder``: an already loaded :class:`~rag.embed.Embedder` to reuse (it must be the configured model).
+    """
     target = Path(target)
     if not target.exists():
         raise SourceNotFoundError(f"{target} does not exist; give a BEIR folder or a questions.jsonl file")
