@@ -4,7 +4,8 @@
 
 Uses the index `rag eval` builds for the folder (run `rag eval FOLDER --split train` first), retrieves each
 query's dense and BM25 lists once, then recombines them with rag.retrieve.fuse for every setting in the grid:
-cheap, and the same fusion code `search` uses. Documents rank by their best chunk; the score is nDCG@10. Never point it at a test split when choosing defaults.
+cheap, and the same fusion code `search` uses. Documents rank by their best chunk; the score is nDCG@10.
+Never point it at a test split when choosing defaults.
 """
 
 from __future__ import annotations
