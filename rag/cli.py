@@ -92,8 +92,8 @@ def _parser() -> argparse.ArgumentParser:
     ing = sub.add_parser("ingest", parents=[common], help="index a folder (re-run to sync changes)")
     ing.add_argument("folder", help="folder of documents; searched recursively")
     ing.add_argument("--no-delete", action="store_true", help="keep documents whose files are gone")
-    ing.add_argument("--chunk-tokens", type=int, metavar="N", help="chunk size in embedder tokens (default 200)")
-    ing.add_argument("--chunk-overlap", type=int, metavar="N", help="overlap between chunks in tokens (40)")
+    ing.add_argument("--chunk-tokens", type=int, metavar="N", help="chunk size in embedder tokens (default 254)")
+    ing.add_argument("--chunk-overlap", type=int, metavar="N", help="overlap between chunks in tokens (32)")
 
     retrieval = _retrieval_options()
     se = sub.add_parser("search", parents=[common, retrieval], help="show the chunks that best match a query")

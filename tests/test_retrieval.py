@@ -156,8 +156,8 @@ def test_threshold_is_on_cosine_in_every_mode(sample_index: Index) -> None:
 
 @pytest.mark.parametrize("mode", ["dense", "bm25", "hybrid"])
 def test_kind_filter_applies_inside_retrieval(sample_index: Index, mode: str) -> None:
-    # Unfiltered, few of the top hits for this question are PDF chunks; filtered, all k are.
-    query = "how are words split into subword tokens?"
+    # Unfiltered, the top hits for this question come from the attention documents; filtered, all k are PDF chunks.
+    query = "how do tokens attend to each other in self-attention?"
     hits = sample_index.search(query, 4, mode=mode, filters=Filters(kinds=("pdf",)))
     assert len(hits) == 4
     assert {h.kind for h in hits} == {"pdf"}
