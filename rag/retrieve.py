@@ -13,7 +13,7 @@ computed from its stored vector, so one threshold means "the embedder finds this
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from rag.config import RETRIEVAL_MODES as MODES
@@ -33,7 +33,8 @@ class Candidate:
     """One chunk proposed by a retriever, with its scores and fate.
 
     ``reason``: ``kept``; ``threshold`` (cosine below ``min_score``); ``mmr`` (left out for diversity);
-    ``beyond-k`` (scored below the ``k`` kept ones).
+    ``beyond-k`` (scored below the ``k`` kept ones); ``missing`` (its row was deleted by a concurrent writer).
+    Chunks excluded by filters are never candidates: the filters restrict the search itself.
     """
 
     chunk_id: int
@@ -57,11 +58,13 @@ class Retrieval:
 
     mode: str  # dense | bm25 | hybrid, with "+rerank" when a reranker reordered the candidates
     hits: list[Hit]
-    candidates: list[Candidate]
+    candidates: list[Candidate]  # in the order the mode ranked them (before rerank and MMR)
+    settings: dict[str, Any] = field(default_factory=dict)  # k, fusion, candidates, min_score, mmr, filters
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "mode": self.mode,
+            "settings": self.settings,
             "hits": [h.as_dict() for h in self.hits],
             "candidates": [c.as_dict() for c in self.candidates],
         }
@@ -124,13 +127,22 @@ def retrieve(
         raise ConfigError(f"mmr={mmr} must be between 0 and 1 (1: relevance only, 0: diversity only)")
     fusion = fusion or Fusion()
     depth = max(candidates, k)
+    settings = {
+        "k": k,
+        "fusion": asdict(fusion),
+        "candidates": depth,
+        "min_score": min_score,
+        "mmr": mmr,
+        "filters": filters.as_dict() if filters else None,
+        "rerank_candidates": rerank_candidates if reranker else None,
+    }
     if store.dim is None:
-        return Retrieval(mode, [], [])
+        return Retrieval(mode, [], [], settings)
     allowed = None
     if filters is not None and filters.active():
         allowed = store.filtered_chunk_ids(filters)
         if not allowed:
-            return Retrieval(mode, [], [])
+            return Retrieval(mode, [], [], settings)
 
     needs_vector = mode != "bm25" or min_score is not None or mmr is not None
     if needs_vector and query_vector is None:
@@ -215,7 +227,7 @@ def retrieve(
                 text=row.text,
             )
         )
-    return Retrieval(label, hits, pool)
+    return Retrieval(label, hits, pool, settings)
 
 
 def _relevance(pool: list[Candidate]) -> list[float]:
