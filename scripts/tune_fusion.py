@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from rag import Config, Index
-from rag.evaluate import _index_dir, beir_scores, beir_workspace, load_beir, materialise_beir
+from rag.evaluate import _index_dir, _query_threads, beir_scores, beir_workspace, load_beir, materialise_beir
 from rag.retrieve import Fusion, fuse
 from rag.store import fts_query
 
@@ -63,16 +63,18 @@ def main() -> None:
             print(f"partial index: {len(indexed)} of {len(names)} documents")
             queries = {q: t for q, t in queries.items() if set(data.qrels[q]) <= indexed}
         dense, sparse = {}, {}
-        for qid, text in queries.items():
-            dense[qid] = store.vectors.search(index.embedder.embed_query(text), depth)
-            sparse[qid] = store.bm25(text, depth)
+        with _query_threads(config):
+            for qid, text in queries.items():
+                dense[qid] = store.vectors.search(index.embedder.embed_query(text), depth)
+                sparse[qid] = store.bm25(text, depth)
         db = store.directory / "index.db"
     print(f"{len(queries)} queries, lists retrieved in {time.monotonic() - started:.0f} s")
 
     def ndcg(ranked_chunks: dict[str, list[tuple[int, float]]]) -> float:
         scores = []
         for qid, ranked in ranked_chunks.items():
-            docs_ranked = list(dict.fromkeys(doc_of_chunk[c] for c, _ in ranked))
+            # .get: chunks a concurrent ingest added after the mapping was read are left out
+            docs_ranked = list(dict.fromkeys(d for c, _ in ranked if (d := doc_of_chunk.get(c)) is not None))
             scores.append(beir_scores(docs_ranked, data.qrels[qid])["ndcg@10"])
         return statistics.fmean(scores)
 
