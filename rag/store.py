@@ -258,6 +258,9 @@ class Store:
             return store
         store = cls(directory, _engine(directory / DB_NAME))
         version = store.meta.get("format_version")
+        if version == 1:
+            store._upgrade_from_1()
+            version = FORMAT_VERSION
         if version != FORMAT_VERSION:
             raise IndexFormatError(
                 f"index at {directory} has format version {version}, this tool reads {FORMAT_VERSION}; "
@@ -266,6 +269,23 @@ class Store:
         with store._engine.begin() as conn:  # indexes built before BM25 existed get their FTS table here
             ensure_fts(conn)
         return store
+
+    def _upgrade_from_1(self) -> None:
+        """Format 1 lacked the per-document chunker label, the (document, ordinal) uniqueness and vectors_next.
+        Its documents were all cut with the settings in its meta, so they keep their chunks and vectors."""
+        c = self.meta.get("chunker") or {}
+        label = f"t{c.get('chunk_tokens')}-o{c.get('chunk_overlap')}-m{c.get('max_tokens')}-v{c.get('version')}"
+        with self.writing(), self._engine.begin() as conn:
+            conn.execute(text("ALTER TABLE documents ADD COLUMN chunker VARCHAR NOT NULL DEFAULT ''"))
+            conn.execute(text("UPDATE documents SET chunker = :label"), {"label": label})
+            conn.execute(
+                text("CREATE UNIQUE INDEX IF NOT EXISTS uq_chunks_doc_ordinal ON chunks (document_id, ordinal)")
+            )
+            Base.metadata.create_all(conn)
+            conn.execute(
+                text("UPDATE meta SET value = :v WHERE key = 'format_version'"), {"v": json.dumps(FORMAT_VERSION)}
+            )
+        self.meta["format_version"] = FORMAT_VERSION
 
     def close(self) -> None:
         self._engine.dispose()

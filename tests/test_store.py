@@ -83,3 +83,27 @@ def test_failed_transaction_changes_nothing(tmp_path) -> None:
 def test_missing_index_is_a_typed_error(tmp_path) -> None:
     with pytest.raises(IndexNotFoundError, match="rag ingest"):
         Store.open(tmp_path / "nothing")
+
+
+def test_format_1_index_is_upgraded_in_place(tmp_path) -> None:
+    import sqlite3
+
+    store = Store.open(tmp_path, create=True)
+    store.set_meta(
+        {"embedder": {"dim": 8}, "chunker": {"chunk_tokens": 9, "chunk_overlap": 2, "max_tokens": 254, "version": 1}}
+    )
+    with store.transaction() as tx:
+        tx.put_document(DocumentInfo("/a.txt", "h", 1, 1.0, "text", chunker="x"), [_chunk("a")], _unit(8, 1))
+    store.close()
+    db = sqlite3.connect(tmp_path / "index.db")  # what format 1 looked like
+    db.execute("ALTER TABLE documents DROP COLUMN chunker")
+    db.execute("DROP TABLE vectors_next")
+    db.execute("UPDATE meta SET value = '1' WHERE key = 'format_version'")
+    db.commit()
+    db.close()
+
+    upgraded = Store.open(tmp_path)
+    assert upgraded.meta["format_version"] == 2 and Store.open(tmp_path).meta["format_version"] == 2
+    assert [d.chunker for d in upgraded.documents()] == ["t9-o2-m254-v1"]
+    assert [c.text for c in upgraded.document_chunks("/a.txt")] == ["a"]
+    upgraded.close()
