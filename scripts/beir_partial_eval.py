@@ -58,7 +58,9 @@ def main() -> None:
         "queries": len(qids),
         "queries_in_split": len(data.queries),
         "candidates": depth,
-        "settings": {k: getattr(config, k) for k in ("chunk_tokens", "chunk_overlap", "rrf_k", "dense_weight")},
+        "settings": {
+            k: getattr(config, k) for k in ("chunk_tokens", "chunk_overlap", "rrf_k", "dense_weight", "bm25_weight")
+        },
         "modes": {m: _mean(rows) for m, rows in per_mode.items()},
         "seconds": round(time.monotonic() - started, 1),
     }

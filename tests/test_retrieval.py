@@ -137,10 +137,12 @@ def test_candidates_explain_every_hit(sample_index: Index) -> None:
     assert [c.rank for c in kept] == [1, 2, 3] and all(c.reason == "kept" for c in kept)
     assert [c.chunk_id for c in kept] == [h.chunk_id for h in result.hits]
     assert {c.reason for c in result.candidates if not c.kept} == {"beyond-k"}
-    fusion = Fusion()
+    cfg = sample_index.config
     for c in result.candidates:
         assert c.dense_rank is not None or c.bm25_rank is not None
-        expected = sum(1 / (fusion.rrf_k + r) for r in (c.dense_rank, c.bm25_rank) if r is not None)
+        expected = sum(
+            w / (cfg.rrf_k + r) for w, r in ((cfg.dense_weight, c.dense_rank), (cfg.bm25_weight, c.bm25_rank)) if r
+        )
         assert c.fused_score == pytest.approx(expected)
     assert [h.score for h in result.hits] == sorted((h.score for h in result.hits), reverse=True)
 
