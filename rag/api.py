@@ -64,11 +64,13 @@ class Index:
 
     @cached_property
     def embedder(self) -> Embedder:
-        return Embedder(resolve_embedder(self.config.embed_model))
+        c = self.config
+        return Embedder(resolve_embedder(c.embed_model), cache_dir=c.cache_dir, runtime=c.embed_runtime)
 
     @cached_property
     def generator(self) -> Generator:
-        return Generator(resolve_generator(self.config.gen_model), self.config.cache_dir, self.config.threads)
+        c = self.config
+        return Generator(resolve_generator(c.gen_model), c.cache_dir, c.threads, c.gen_backend, c.gen_precision)
 
     def _check_embedder(self) -> None:
         built = self.store.meta.get("embedder")

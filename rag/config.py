@@ -51,6 +51,15 @@ class Config:
     cache_dir: Path = field(default_factory=_default_cache_dir)
     # torch threads; 0 keeps torch's default (one per core).
     threads: int = 0
+    # Query embedding: "auto" runs an ONNX export of the embedder (made once at ingest, cached under cache_dir,
+    # checked against sentence-transformers) when onnxruntime is installed, so `rag search` never loads torch;
+    # "torch" always uses sentence-transformers.
+    embed_runtime: str = "auto"
+    # Generator backend: "auto" (the lean decoder for Llama models, else transformers), "lean", "transformers".
+    gen_backend: str = "auto"
+    # The lean decoder's linear layers: "int8" (a quarter of fp32's weight traffic, ~2-3x faster decode; answers
+    # checked unchanged on sample_docs and XQuAD, see bench/RESULTS.md) or "fp32" (transformers' exact numbers).
+    gen_precision: str = "int8"
 
     @classmethod
     def load(cls, **overrides: Any) -> Config:
@@ -88,6 +97,12 @@ class Config:
             raise ConfigError(f"top_k={self.top_k} must be at least 1")
         if self.focus_sentences < 0:
             raise ConfigError(f"focus_sentences={self.focus_sentences} must be >= 0 (0: whole chunks)")
+        if self.embed_runtime not in ("auto", "torch"):
+            raise ConfigError(f"embed_runtime={self.embed_runtime!r}: use auto or torch")
+        if self.gen_backend not in ("auto", "lean", "transformers"):
+            raise ConfigError(f"gen_backend={self.gen_backend!r}: use auto, lean or transformers")
+        if self.gen_precision not in ("int8", "fp32"):
+            raise ConfigError(f"gen_precision={self.gen_precision!r}: use int8 or fp32")
         if self.context_tokens < 256:
             raise ConfigError(f"context_tokens={self.context_tokens} is too small; use 256 or more")
 
