@@ -35,7 +35,9 @@ def prompts(n_xquad: int, n_sample: int, cache_dir: Path) -> list[tuple[str, lis
     return out
 
 
-def run(precisions: list[str], n_xquad: int, n_sample: int, max_new_tokens: int, cache_dir: Path) -> list[dict[str, Any]]:
+def run(
+    precisions: list[str], n_xquad: int, n_sample: int, max_new_tokens: int, cache_dir: Path
+) -> list[dict[str, Any]]:
     from rag.generate import Decoding, Generator
     from rag.metrics import answer_contained
     from rag.models import resolve_generator

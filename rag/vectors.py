@@ -101,7 +101,15 @@ class VectorIndex:
 
         if len(self) == 0:
             return []
-        scores, ids = self._index.search(np.asarray(query, dtype=np.float32).reshape(1, -1), min(k, len(self)))
+        import faiss
+
+        # One query: FAISS's OpenMP threads cost more to wake than they save (and stall on a busy machine).
+        threads = faiss.omp_get_max_threads()
+        faiss.omp_set_num_threads(1)
+        try:
+            scores, ids = self._index.search(np.asarray(query, dtype=np.float32).reshape(1, -1), min(k, len(self)))
+        finally:
+            faiss.omp_set_num_threads(threads)
         return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
 
     def ids(self) -> np.ndarray:
