@@ -7,7 +7,7 @@ import os
 import resource
 import statistics
 import subprocess
-import time
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -71,11 +71,20 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+# Measures a command from a small process: a child's peak RSS counts the memory of whatever it was forked from
+# (Linux carries the pre-exec high-water mark over), so forking from the benchmark itself would report its size.
+_LAUNCHER = """
+import os, subprocess, sys, time
+t = time.perf_counter()
+p = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+_, status, usage = os.wait4(p.pid, 0)
+print(time.perf_counter() - t, usage.ru_maxrss / 1024, os.waitstatus_to_exitcode(status))
+"""
+
+
 def run_process(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, float, int]:
     """Run ``argv`` as a fresh process: (wall seconds, peak RSS in MB, exit code)."""
-    started = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    proc.stderr.close()  # type: ignore[union-attr]
-    return time.perf_counter() - started, usage.ru_maxrss / 1024, proc.returncode
+    out = subprocess.run(
+        [sys.executable, "-c", _LAUNCHER, *argv], env=env, capture_output=True, text=True, check=True
+    ).stdout.split()
+    return float(out[0]), float(out[1]), int(out[2])

@@ -243,10 +243,11 @@ class Generator:
         # Runs in the caller's thread: Ctrl-C lands between two tokens, and a consumer that stops iterating
         # stops the decoding with it.
         while True:
-            scores = logits[None, :]
-            for proc in chain:
-                scores = proc(seq, scores)
-            token = choose(scores, decoding.temperature > 0)
+            with torch.inference_mode():  # processors may write into the scores (inference tensors) in place
+                scores = logits[None, :]
+                for proc in chain:
+                    scores = proc(seq, scores)
+                token = choose(scores, decoding.temperature > 0)
             if first is None:
                 first = time.perf_counter() - started
             if token in eos:
@@ -258,8 +259,11 @@ class Generator:
                 if len(text) > len(shown):
                     yield text[len(shown) :]
                 shown = text
-            if len(new) >= decoding.max_new_tokens or any(bool(stop(seq, scores)) for stop in stopping):
+            if len(new) >= decoding.max_new_tokens:
                 break
+            with torch.inference_mode():
+                if any(bool(stop(seq, scores)) for stop in stopping):
+                    break
             logits = cache.step(token)
         text = self.tokenizer.decode(new, skip_special_tokens=True)
         if len(text) > len(shown):

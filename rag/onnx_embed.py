@@ -128,6 +128,8 @@ class OnnxEmbedder:
 
         options = ort.SessionOptions()
         options.log_severity_level = 3
+        # One short query: more threads cost more to start than they save.
+        options.intra_op_num_threads = 1
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.inputs = {i.name for i in self.session.get_inputs()}
         self.tokenizer = Tokenizer.from_file(str(Path(source.location) / "tokenizer.json"))
