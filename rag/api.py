@@ -202,9 +202,10 @@ class Index:
         if self.config.focus_sentences:
             excerpts = focus(question, hits, self._similarity, self.config.focus_sentences)
         packed = pack(question, hits, gen.count, budget, excerpts)
-        timings["pack_s"] = time.perf_counter() - retrieved
         if not was_loaded:  # counting prompt tokens loaded the generator: part of pack_s, shown apart
+            _ = gen.backend_used  # prepares the decoding backend too, so load time is all in one place
             timings["load_generator_s"] = gen.load_seconds or 0.0
+        timings["pack_s"] = time.perf_counter() - retrieved
         return AnswerStream(None, gen.stream(packed.messages, decoding), question, packed, settings, timings)
 
 
