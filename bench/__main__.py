@@ -25,12 +25,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=3, help="runs per measurement; medians are reported (3)")
     p.add_argument(
         "--backends",
-        default="generate,transformers,lean-fp32,lean-int8,llama.cpp",
+        default="generate,transformers,lean-fp32,lean-int8-head,lean-int8,llama.cpp",
         help="generation rows, comma-separated",
     )
     p.add_argument("--sizes", default="10000,100000,1000000", help="retrieval: vector counts")
     p.add_argument("--nprobe", default="16,32,64", help="retrieval: IVF nprobe values")
-    p.add_argument("--corpora", default="xquad-docs,docs-mixed/sympy-doc", help="ingest: corpora (or docs-mixed)")
+    p.add_argument(
+        "--corpora", default="xquad-docs,docs-mixed-sample", help="ingest: xquad-docs, docs-mixed-sample, docs-mixed"
+    )
     p.add_argument("--questions", type=int, default=40, help="quality: XQuAD tuning-half questions")
     p.add_argument("--json", metavar="FILE", help="also write all rows as JSON")
     p.add_argument("--cache-dir", type=Path, help="generator/ONNX cache (default: rag's, ~/.cache/rag)")
@@ -73,7 +75,7 @@ def _run(section: str, args: argparse.Namespace, cache_dir: Path) -> list[dict[s
 
         backends = args.backends.split(",")
         if smoke:
-            return generation.run(["lean-int8", "llama.cpp"], 1, cache_dir, prompt_tokens=200, new_tokens=4)
+            return generation.run(["lean-int8-head", "llama.cpp"], 1, cache_dir, prompt_tokens=200, new_tokens=4)
         rows = generation.run(backends, args.repeats, cache_dir)
         return _ratios(rows, "generate", "llama.cpp")
     if section == "retrieval":
@@ -97,8 +99,8 @@ def _run(section: str, args: argparse.Namespace, cache_dir: Path) -> list[dict[s
     from bench import quality
 
     if smoke:
-        return quality.run(["lean-int8"], 1, 0, 4, cache_dir)
-    return quality.run(["lean-fp32", "lean-int8"], args.questions, 26, 48, cache_dir)
+        return quality.run(["lean-int8-head"], 1, 0, 4, cache_dir)
+    return quality.run(["lean-fp32", "lean-int8-head", "lean-int8"], args.questions, 26, 48, cache_dir)
 
 
 def _ratios(rows: list[dict[str, Any]], baseline: str, rival: str) -> list[dict[str, Any]]:

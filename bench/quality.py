@@ -47,7 +47,7 @@ def run(
     rows = []
     answers: dict[str, list[str]] = {}
     for precision in precisions:
-        backend, _, prec = precision.partition("-")
+        backend, _, prec = precision.partition("-")  # "lean-int8-head" -> ("lean", "int8-head")
         gen = Generator(source, cache_dir, backend=backend, precision=prec or "fp32")
         got = []
         for _question, _gold, messages in items:

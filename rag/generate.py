@@ -23,7 +23,7 @@ Messages = list[dict[str, str]]
 # "lean": our own decode loop over a fused, optionally int8 copy of a Llama model (rag/lean.py); "transformers":
 # model.generate; "auto": lean when the model is a plain Llama, else transformers.
 BACKENDS = ("auto", "lean", "transformers")
-PRECISIONS = ("int8", "fp32")  # of the lean backend's linear layers
+PRECISIONS = ("fp32", "int8-head", "int8")  # of the lean backend's linear layers, see rag/lean.py
 
 
 @dataclass(frozen=True)
@@ -92,7 +92,7 @@ class Generator:
     """A causal LM with its tokenizer and chat template. Loads on first use."""
 
     def __init__(
-        self, source: GeneratorSource, cache_dir: Path, threads: int = 0, backend: str = "auto", precision: str = "int8"
+        self, source: GeneratorSource, cache_dir: Path, threads: int = 0, backend: str = "auto", precision: str = "fp32"
     ) -> None:
         if backend not in BACKENDS:
             raise ConfigError(f"--gen-backend {backend!r}: use one of {', '.join(BACKENDS)}")
@@ -178,7 +178,7 @@ class Generator:
 
     @property
     def backend_used(self) -> str:
-        """The backend that decodes: "lean-int8", "lean-fp32" or "transformers"."""
+        """The backend that decodes: "lean-fp32", "lean-int8-head", "lean-int8" or "transformers"."""
         return f"lean-{self.precision}" if self._lean is not None else "transformers"
 
     @property
