@@ -20,8 +20,8 @@ from .conftest import ROOT
 QUESTION = [{"role": "user", "content": "Name three colours of the rainbow."}]
 
 
-def _text(gen: Generator, decoding: Decoding, **kw) -> tuple[str, int]:
-    stream = gen.stream(QUESTION, decoding, **kw)
+def _text(gen: Generator, decoding: Decoding, messages: list[dict[str, str]] = QUESTION, **kw) -> tuple[str, int]:
+    stream = gen.stream(messages, decoding, **kw)
     pieces = []
     while True:
         try:
@@ -47,6 +47,9 @@ def test_lean_decoder_reproduces_transformers_greedy(backends: dict[str, Generat
     assert _text(backends["lean-fp32"], decoding) == reference
     # Twice: the second answer reuses the cached prompt prefix and must not change.
     assert _text(backends["lean-fp32"], decoding) == reference
+    # Another prompt sharing only the template's start: the reused prefix is shorter, the rest recomputed.
+    other = [{"role": "user", "content": "Name two planets."}]
+    assert _text(backends["lean-fp32"], decoding, other) == _text(backends["transformers"], decoding, other)
 
 
 class _Ban:
