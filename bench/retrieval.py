@@ -50,7 +50,7 @@ def run(sizes: list[int], nprobes: list[int], queries: int = 200, dim: int = 384
             continue
         started = time.perf_counter()
         nlist = ivf_nlist(n)
-        sample = data[np.random.default_rng(0).choice(n, min(n, 64 * nlist), replace=False)]
+        sample = data[np.random.default_rng(0).choice(n, min(n, 40 * nlist), replace=False)]
         ivf = VectorIndex.ivf(dim, sample, nlist)
         ivf.add(ids, data)
         build = time.perf_counter() - started

@@ -287,9 +287,9 @@ class Store:
         with Session(self._engine) as s:
             n = s.scalar(select(func.count()).select_from(VectorRow)) or 0
             if n >= self.ann_min_vectors:
-                # Centroids are trained on a random sample (bounded memory: at most 64 per centroid).
+                # Centroids are trained on a random sample (bounded memory: 40 per centroid).
                 nlist = ivf_nlist(n)
-                sample = s.scalars(select(VectorRow.data).order_by(func.random()).limit(64 * nlist)).all()
+                sample = s.scalars(select(VectorRow.data).order_by(func.random()).limit(40 * nlist)).all()
                 index = VectorIndex.ivf(
                     dim, np.frombuffer(b"".join(sample), dtype="<f4").reshape(len(sample), dim), nlist
                 )
