@@ -41,6 +41,7 @@ def run(repeats: int, commands: list[str]) -> list[dict[str, Any]]:
                     "command": f"rag {name}",
                     "query_runtime": query_runtime if name == "search" else ("torch" if "search" in name else "-"),
                     "median_s": median([r[0] for r in runs]),
+                    "median_cpu_s": median([r[3] for r in runs]),
                     "peak_rss_mb": median([r[1] for r in runs]),
                     "exit_codes": sorted({r[2] for r in runs}),
                 }

@@ -77,14 +77,16 @@ _LAUNCHER = """
 import os, subprocess, sys, time
 t = time.perf_counter()
 p = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-_, status, usage = os.wait4(p.pid, 0)
-print(time.perf_counter() - t, usage.ru_maxrss / 1024, os.waitstatus_to_exitcode(status))
+_, status, u = os.wait4(p.pid, 0)
+print(time.perf_counter() - t, u.ru_maxrss / 1024, os.waitstatus_to_exitcode(status), u.ru_utime + u.ru_stime)
 """
 
 
-def run_process(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, float, int]:
-    """Run ``argv`` as a fresh process: (wall seconds, peak RSS in MB, exit code)."""
+def run_process(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, float, int, float]:
+    """Run ``argv`` as a fresh process: (wall seconds, peak RSS in MB, exit code, CPU seconds).
+
+    CPU seconds (user + system) hardly depend on how busy the machine is; wall time does."""
     out = subprocess.run(
         [sys.executable, "-c", _LAUNCHER, *argv], env=env, capture_output=True, text=True, check=True
     ).stdout.split()
-    return float(out[0]), float(out[1]), int(out[2])
+    return float(out[0]), float(out[1]), int(out[2]), float(out[3])

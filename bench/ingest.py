@@ -68,7 +68,7 @@ def worker_encode(index_dir: str) -> dict[str, Any]:
 
 def _child(args: list[str]) -> dict[str, Any]:
     with tempfile.NamedTemporaryFile(suffix=".json") as out:
-        _wall, _rss, code = run_process([sys.executable, "-m", "bench", *args, "--out", out.name])
+        _wall, _rss, code, _cpu = run_process([sys.executable, "-m", "bench", *args, "--out", out.name])
         if code != 0:
             return {"error": f"exit {code}"}
         return json.loads(Path(out.name).read_text())
