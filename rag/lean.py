@@ -5,7 +5,8 @@ transformers' forward builds masks, position tensors, cache objects and output r
 ``generate`` adds a processor pipeline around it. Here the weights are fused (q/k/v in one matrix, gate/up in
 another), the KV cache is preallocated once per answer (a static cache: no concatenation per token), decode steps
 need no mask, and the linear layers can be int8 (fbgemm dynamic quantisation: a quarter of fp32's weight traffic,
-which is what bounds a decode step on a CPU).
+which is what bounds a decode step on a CPU). fp32 is the default: it reproduces transformers' greedy tokens
+exactly, while int8 everywhere measurably lost answers (bench/RESULTS.md).
 
 Only plain Llama models qualify (see :func:`supports`); anything else keeps transformers' own forward.
 """
