@@ -60,6 +60,8 @@ class VectorIndex:
         index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
         index.train(np.ascontiguousarray(training, dtype=np.float32))
         index.nprobe = min(nprobe, nlist)
+        # A hash-table id map: reconstruct(id) works (as on the flat index) and still allows remove_ids.
+        index.set_direct_map_type(faiss.DirectMap.Hashtable)
         index.own_fields = True
         quantizer.this.disown()  # the IVF index owns its quantizer now
         return cls(dim, index)
@@ -95,7 +97,11 @@ class VectorIndex:
         import numpy as np
 
         if ids:
-            self._index.remove_ids(faiss.IDSelectorBatch(np.asarray(ids, dtype=np.int64)))
+            array = np.asarray(ids, dtype=np.int64)
+            if self.kind == "ivf":  # its hash-table id map removes only through an explicit id array
+                self._index.remove_ids(faiss.IDSelectorArray(len(array), faiss.swig_ptr(array)))
+            else:
+                self._index.remove_ids(faiss.IDSelectorBatch(array))
 
     def search(self, query: np.ndarray, k: int) -> list[tuple[int, float]]:
         """Top ``k`` (chunk id, cosine) for one (dim,) query vector, best first."""

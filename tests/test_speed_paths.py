@@ -106,7 +106,7 @@ def test_search_process_never_imports_torch(sample_index: Index) -> None:
     assert '"hits"' in out.stdout
 
 
-def test_large_index_switches_to_ivf_on_rebuild_and_keeps_removals(sample_index: Index, tmp_path) -> None:
+def test_large_index_switches_to_ivf_on_rebuild_and_keeps_removals(tmp_path) -> None:
     from ingest.chunking import Chunk
     from rag.store import DocumentInfo
 
