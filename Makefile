@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 QUESTION ?= Who introduced nucleus (top-p) sampling?
 
-.PHONY: setup demo test lint clean
+.PHONY: setup demo test lint bench clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ lint: setup
 
 test: lint
 	$(BIN)/python -m pytest -q
+
+# Speed against baselines measured in the same run (several minutes; see bench/RESULTS.md).
+bench: setup
+	$(BIN)/python -m bench
 
 clean:
 	rm -rf $(VENV) .rag

@@ -68,7 +68,8 @@ class Index:
 
     @cached_property
     def embedder(self) -> Embedder:
-        return Embedder(resolve_embedder(self.config.embed_model))
+        c = self.config
+        return Embedder(resolve_embedder(c.embed_model), cache_dir=c.cache_dir, runtime=c.embed_runtime)
 
     @cached_property
     def reranker(self) -> Reranker | None:
@@ -81,7 +82,8 @@ class Index:
 
     @cached_property
     def generator(self) -> Generator:
-        return Generator(resolve_generator(self.config.gen_model), self.config.cache_dir, self.config.threads)
+        c = self.config
+        return Generator(resolve_generator(c.gen_model), c.cache_dir, c.threads, c.gen_backend, c.gen_precision)
 
     def _embedder_meta(self) -> dict[str, Any]:
         src = self.embedder.source
@@ -351,9 +353,10 @@ class Index:
         if self.config.focus_sentences:
             excerpts = focus(question, hits, self._similarity, self.config.focus_sentences)
         packed = pack(question, hits, gen.count, budget, excerpts)
-        timings["pack_s"] = time.perf_counter() - retrieved
         if not was_loaded:  # counting prompt tokens loaded the generator: part of pack_s, shown apart
+            _ = gen.backend_used  # prepares the decoding backend too, so load time is all in one place
             timings["load_generator_s"] = gen.load_seconds or 0.0
+        timings["pack_s"] = time.perf_counter() - retrieved
         return AnswerStream(None, gen.stream(packed.messages, decoding), question, packed, settings, timings)
 
 

@@ -429,7 +429,10 @@ def _cmd_status(args: argparse.Namespace) -> int:
             "bytes_on_disk": size,
             "embedder": store.meta.get("embedder"),
             "chunker": store.meta.get("chunker"),
+            "vectors": store.meta.get("vectors"),
             "generator": config.gen_model,
+            "gen_backend": config.gen_backend,
+            "gen_precision": config.gen_precision,
             "format_version": store.meta.get("format_version"),
             "generation": store.meta.get("generation"),
         }
@@ -446,7 +449,11 @@ def _cmd_status(args: argparse.Namespace) -> int:
         f"embedder   {emb.get('name', '-')}  dim {emb.get('dim', '-')}  max_seq_length {emb.get('max_seq_length', '-')}"
     )
     print(f"chunker    {status['chunker']}")
-    print(f"generator  {config.gen_model}")
+    vec = status["vectors"] or {"kind": "flat"}
+    params = " ".join(f"{k} {v}" for k, v in vec.items() if k in ("nlist", "nprobe"))
+    exact = "exact" if vec["kind"] == "flat" else "approximate"
+    print(f"vectors    {vec['kind']} ({exact} inner product){'  ' + params if params else ''}")
+    print(f"generator  {config.gen_model}  backend {config.gen_backend}  precision {config.gen_precision}")
     return 0
 
 

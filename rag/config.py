@@ -70,6 +70,15 @@ class Config:
     rerank_candidates: int = 30
     # Maximal marginal relevance lambda (1: relevance only, lower: more diverse); unset: no MMR.
     mmr: float | None = None
+    # Query embedding: "auto" runs an ONNX export of the embedder (made once at ingest, cached under cache_dir,
+    # checked against sentence-transformers) when onnxruntime is installed, so `rag search` never loads torch;
+    # "torch" always uses sentence-transformers.
+    embed_runtime: str = "auto"
+    # Generator backend: "auto" (the lean decoder for Llama models, else transformers), "lean", "transformers".
+    gen_backend: str = "auto"
+    # The lean decoder's linear layers (see rag/lean.py): "fp32" (transformers' exact numbers), "int8-head" (the
+    # output projection in int8) or "int8" (all; fastest, but answers got worse: bench/RESULTS.md).
+    gen_precision: str = "fp32"
 
     @classmethod
     def load(cls, **overrides: Any) -> Config:
@@ -107,6 +116,12 @@ class Config:
             raise ConfigError(f"top_k={self.top_k} must be at least 1")
         if self.focus_sentences < 0:
             raise ConfigError(f"focus_sentences={self.focus_sentences} must be >= 0 (0: whole chunks)")
+        if self.embed_runtime not in ("auto", "torch"):
+            raise ConfigError(f"embed_runtime={self.embed_runtime!r}: use auto or torch")
+        if self.gen_backend not in ("auto", "lean", "transformers"):
+            raise ConfigError(f"gen_backend={self.gen_backend!r}: use auto, lean or transformers")
+        if self.gen_precision not in ("fp32", "int8-head", "int8"):
+            raise ConfigError(f"gen_precision={self.gen_precision!r}: use fp32, int8-head or int8")
         if self.context_tokens < 256:
             raise ConfigError(f"context_tokens={self.context_tokens} is too small; use 256 or more")
         if self.retrieval_mode not in RETRIEVAL_MODES:

@@ -1,7 +1,8 @@
 """The embedding model: sentence-transformers for vectors, the model's own tokenizer for counting tokens.
 
 Token counting (for chunking) uses the `tokenizers` library straight from the model folder, which loads in ~0.1 s;
-sentence-transformers (and torch) load only when vectors are actually needed.
+sentence-transformers (and torch) load only when document vectors are needed. Queries go through an ONNX export
+of the same model when one is cached (see rag/onnx_embed.py), so `rag search` never imports torch.
 """
 
 from __future__ import annotations
@@ -20,9 +21,15 @@ if TYPE_CHECKING:
 class Embedder:
     """Vectors are float32 and L2-normalised, so inner product is cosine similarity."""
 
-    def __init__(self, source: EmbedderSource, batch_size: int = 32) -> None:
+    def __init__(
+        self, source: EmbedderSource, batch_size: int = 32, cache_dir: Path | None = None, runtime: str = "auto"
+    ) -> None:
         self.source = source
         self.batch_size = batch_size
+        # Where the ONNX export lives; None: no export, queries use torch.
+        self.cache_dir = cache_dir
+        # "auto": queries through ONNX when an export is cached and onnxruntime is installed; "torch": never.
+        self.runtime = runtime
         self.calls = 0  # texts embedded so far (documents and queries)
 
     @cached_property
@@ -32,7 +39,31 @@ class Embedder:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
-        return SentenceTransformer(self.source.location, device="cpu", local_files_only=self.source.local)
+        model = SentenceTransformer(self.source.location, device="cpu", local_files_only=self.source.local)
+        if self.cache_dir is not None and self.runtime == "auto":
+            from rag import onnx_embed
+
+            onnx_embed.export(model, self.source, self.cache_dir)  # once per model; later calls find the file
+        return model
+
+    @cached_property
+    def _onnx(self):  # -> rag.onnx_embed.OnnxEmbedder | None
+        if self.cache_dir is None or self.runtime != "auto":
+            return None
+        from rag import onnx_embed
+
+        path = onnx_embed.onnx_path(self.source, self.cache_dir)
+        if not (path.is_file() and onnx_embed.available()):
+            return None
+        try:
+            return onnx_embed.OnnxEmbedder(path, self.source)
+        except Exception:  # a damaged cache file: the torch path still works
+            return None
+
+    @property
+    def query_runtime(self) -> str:
+        """What embeds queries: "onnx" or "torch"."""
+        return "onnx" if self._onnx is not None else "torch"
 
     @cached_property
     def _tokenizer(self):  # -> tokenizers.Tokenizer
@@ -92,6 +123,8 @@ class Embedder:
         import numpy as np
 
         self.calls += 1
+        if self._onnx is not None:
+            return self._onnx.embed([text])[0]
         encode = getattr(self.model, "encode_query", self.model.encode)
         vec = encode([text], normalize_embeddings=True, convert_to_numpy=True)
         return np.asarray(vec, dtype=np.float32)[0]

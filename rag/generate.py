@@ -20,6 +20,11 @@ from rag.models import GeneratorSource, prepare_hub_access
 
 Messages = list[dict[str, str]]
 
+# "lean": our own decode loop over a fused, optionally int8 copy of a Llama model (rag/lean.py); "transformers":
+# model.generate; "auto": lean when the model is a plain Llama, else transformers.
+BACKENDS = ("auto", "lean", "transformers")
+PRECISIONS = ("fp32", "int8-head", "int8")  # of the lean backend's linear layers, see rag/lean.py
+
 
 @dataclass(frozen=True)
 class Decoding:
@@ -86,10 +91,18 @@ class GenerationStats:
 class Generator:
     """A causal LM with its tokenizer and chat template. Loads on first use."""
 
-    def __init__(self, source: GeneratorSource, cache_dir: Path, threads: int = 0) -> None:
+    def __init__(
+        self, source: GeneratorSource, cache_dir: Path, threads: int = 0, backend: str = "auto", precision: str = "fp32"
+    ) -> None:
+        if backend not in BACKENDS:
+            raise ConfigError(f"--gen-backend {backend!r}: use one of {', '.join(BACKENDS)}")
+        if precision not in PRECISIONS:
+            raise ConfigError(f"--gen-precision {precision!r}: use one of {', '.join(PRECISIONS)}")
         self.source = source
         self.cache_dir = cache_dir
         self.threads = threads
+        self.backend = backend
+        self.precision = precision
         self.load_seconds: float | None = None
         self.loaded_from: str | None = None  # "cache", "gguf" or "folder"
 
@@ -145,6 +158,29 @@ class Generator:
     def model(self) -> Any:
         return self._loaded[0]
 
+    @cached_property
+    def _lean(self) -> Any:  # rag.lean.PrefixCache, or None when the transformers backend runs
+        if self.backend == "transformers":
+            return None
+        from rag import lean
+
+        if not lean.supports(self.model):
+            if self.backend == "lean":
+                raise ConfigError(
+                    f"--gen-backend lean: {self.source.name} is not a plain Llama model; use --gen-backend auto"
+                )
+            return None
+        started = time.perf_counter()
+        cache = lean.PrefixCache(lean.LeanLlama(self.model, self.precision))
+        # Part of loading: the fused (and quantised) copy is made once per process.
+        self.load_seconds = (self.load_seconds or 0.0) + time.perf_counter() - started
+        return cache
+
+    @property
+    def backend_used(self) -> str:
+        """The backend that decodes: "lean-fp32", "lean-int8-head", "lean-int8" or "transformers"."""
+        return f"lean-{self.precision}" if self._lean is not None else "transformers"
+
     @property
     def tokenizer(self) -> Any:
         return self._loaded[1]
@@ -171,13 +207,89 @@ class Generator:
 
     # --- decoding ---------------------------------------------------------------------------------------------
 
-    def stream(self, messages: Messages, decoding: Decoding) -> PyGenerator[str, None, GenerationStats]:
-        """Yield the answer's text as it is decoded; the generator's return value holds the statistics."""
-        import torch
-        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+    def stream(
+        self,
+        messages: Messages,
+        decoding: Decoding,
+        logits_processor: list[Any] | None = None,
+        stopping_criteria: list[Any] | None = None,
+    ) -> PyGenerator[str, None, GenerationStats]:
+        """Yield the answer's text as it is decoded; the generator's return value holds the statistics.
 
+        ``logits_processor``: extra ``transformers.LogitsProcessor``-style callables
+        ``(input_ids, scores) -> scores``, applied after the repetition settings and before sampling.
+        ``stopping_criteria``: callables ``(input_ids, scores) -> bool`` that end the answer when true.
+        """
         decoding.validate()
         ids = self._encode(self.render(messages))
+        if decoding.num_beams == 1 and self._lean is not None:
+            return (yield from self._stream_lean(ids, decoding, logits_processor or [], stopping_criteria or []))
+        return (yield from self._stream_generate(ids, decoding, logits_processor or [], stopping_criteria or []))
+
+    def _stream_lean(
+        self, ids: list[int], decoding: Decoding, extra: list[Any], stopping: list[Any]
+    ) -> PyGenerator[str, None, GenerationStats]:
+        import torch
+
+        from rag.lean import choose, processors
+
+        if decoding.seed is not None:
+            torch.manual_seed(decoding.seed)
+        chain = processors(decoding, extra)
+        eos = self._eos_ids()
+        cache = self._lean
+        started = time.perf_counter()
+        logits = cache.prefill(ids, len(ids) + decoding.max_new_tokens)
+        seq = torch.tensor([ids])
+        new: list[int] = []
+        shown = ""
+        first: float | None = None
+        # Runs in the caller's thread: Ctrl-C lands between two tokens, and a consumer that stops iterating
+        # stops the decoding with it.
+        while True:
+            with torch.inference_mode():  # processors may write into the scores (inference tensors) in place
+                scores = logits[None, :]
+                for proc in chain:
+                    scores = proc(seq, scores)
+                token = choose(scores, decoding.temperature > 0)
+            if first is None:
+                first = time.perf_counter() - started
+            if token in eos:
+                break
+            new.append(token)
+            seq = torch.cat([seq, torch.tensor([[token]])], 1)
+            text = self.tokenizer.decode(new, skip_special_tokens=True)
+            if not text.endswith("\ufffd"):  # a character split across tokens: wait for its other bytes
+                if len(text) > len(shown):
+                    yield text[len(shown) :]
+                shown = text
+            if len(new) >= decoding.max_new_tokens:
+                break
+            with torch.inference_mode():
+                if any(bool(stop(seq, scores)) for stop in stopping):
+                    break
+            logits = cache.step(token)
+        text = self.tokenizer.decode(new, skip_special_tokens=True)
+        if len(text) > len(shown):
+            yield text[len(shown) :]
+        elapsed = time.perf_counter() - started
+        return GenerationStats(len(ids), len(new), first if first is not None else elapsed, elapsed)
+
+    def _eos_ids(self) -> set[int]:
+        eos: set[int] = set()
+        for value in (getattr(self.model.generation_config, "eos_token_id", None), self.tokenizer.eos_token_id):
+            if isinstance(value, int):
+                eos.add(value)
+            elif value:
+                eos.update(int(v) for v in value)
+        return eos
+
+    def _stream_generate(
+        self, ids: list[int], decoding: Decoding, extra: list[Any], stopping: list[Any]
+    ) -> PyGenerator[str, None, GenerationStats]:
+        import torch
+        from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+
         input_ids = torch.tensor([ids])
         kwargs = decoding.generate_kwargs()
         kwargs.update(
@@ -185,12 +297,14 @@ class Generator:
             attention_mask=torch.ones_like(input_ids),
             pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id,
         )
+        if extra:
+            kwargs["logits_processor"] = LogitsProcessorList(extra)
         if decoding.seed is not None:
             torch.manual_seed(decoding.seed)
         started = time.perf_counter()
         if decoding.num_beams > 1:  # transformers cannot stream beams: the best one is known only at the end
             with torch.inference_mode():
-                out = self.model.generate(**kwargs)
+                out = self.model.generate(**kwargs, stopping_criteria=StoppingCriteriaList(stopping))
             new = out[0, len(ids) :]
             yield self.tokenizer.decode(new, skip_special_tokens=True)
             elapsed = time.perf_counter() - started
@@ -209,7 +323,7 @@ class Generator:
             try:
                 with torch.inference_mode():
                     result["out"] = self.model.generate(
-                        **kwargs, streamer=streamer, stopping_criteria=StoppingCriteriaList([_Stop()])
+                        **kwargs, streamer=streamer, stopping_criteria=StoppingCriteriaList([*stopping, _Stop()])
                     )
             except BaseException as e:  # re-raised in the caller's thread
                 result["error"] = e

@@ -38,7 +38,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from rag.errors import IndexBusyError, IndexFormatError, IndexNotFoundError
 from rag.types import Filters
-from rag.vectors import VectorIndex
+from rag.vectors import ANN_MIN_VECTORS, VectorIndex
 
 if TYPE_CHECKING:
     import numpy as np
@@ -232,6 +232,8 @@ class Store:
         self._vectors: VectorIndex | None = None
         self._lock_fd: int | None = None
         self._lock_depth = 0
+        # From this many chunks on, a rebuild makes an approximate index (rag/vectors.py explains the choice).
+        self.ann_min_vectors = ANN_MIN_VECTORS
         self.meta: dict[str, Any] = self._read_meta()
 
     @classmethod
@@ -447,14 +449,25 @@ class Store:
             pass
 
     def rebuild_vectors(self) -> VectorIndex:
-        """A fresh FAISS index from the vectors stored in SQLite (does not write it to disk)."""
+        """A fresh FAISS index from the vectors stored in SQLite (does not write it to disk): exact below
+        ``ann_min_vectors`` chunks, approximate (IVF) from there on."""
         import numpy as np
+
+        from rag.vectors import ivf_nlist
 
         dim = self.dim
         if dim is None:
             raise IndexNotFoundError(f"index at {self.directory} is empty; run `rag ingest FOLDER` first")
         index = VectorIndex(dim)
         with Session(self._engine) as s:
+            n = s.scalar(select(func.count()).select_from(VectorRow)) or 0
+            if n >= self.ann_min_vectors:
+                # Centroids are trained on a random sample (bounded memory: 40 per centroid).
+                nlist = ivf_nlist(n)
+                sample = s.scalars(select(VectorRow.data).order_by(func.random()).limit(40 * nlist)).all()
+                index = VectorIndex.ivf(
+                    dim, np.frombuffer(b"".join(sample), dtype="<f4").reshape(len(sample), dim), nlist
+                )
             result = s.execute(select(VectorRow.chunk_id, VectorRow.data).execution_options(yield_per=10_000))
             for part in result.partitions():
                 ids = np.fromiter((r[0] for r in part), dtype=np.int64, count=len(part))
@@ -466,7 +479,16 @@ class Store:
         """Persist the FAISS index for the current generation and drop older files."""
         generation = self.meta["generation"]
         with self.writing():
-            self.vectors.save(self._vectors_path(generation))
+            vectors = self.vectors
+            # Switch kinds when the size crossed the threshold (with a margin, so an index at the boundary does
+            # not retrain on every run).
+            if (vectors.kind == "flat" and len(vectors) >= self.ann_min_vectors) or (
+                vectors.kind == "ivf" and len(vectors) < self.ann_min_vectors // 2
+            ):
+                vectors = self._vectors = self.rebuild_vectors()
+            vectors.save(self._vectors_path(generation))
+            if self.meta.get("vectors") != vectors.describe():
+                self.set_meta({"vectors": vectors.describe()})
             # Older generations, and temporary files of a writer that was killed while saving.
             for old in [*self.directory.glob("vectors-*.faiss"), *self.directory.glob("vectors-*.faiss.tmp-*")]:
                 if old != self._vectors_path(generation):

@@ -1,0 +1,144 @@
+"""The fast paths give the same results as the reference ones: the lean decoder, ONNX queries, the IVF index.
+
+No timings here: speed is measured by `python -m bench` (bench/RESULTS.md).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from rag import Decoding, Index
+from rag.generate import Generator
+from rag.store import Store
+
+from .conftest import ROOT
+
+QUESTION = [{"role": "user", "content": "Name three colours of the rainbow."}]
+
+
+def _text(gen: Generator, decoding: Decoding, messages: list[dict[str, str]] = QUESTION, **kw) -> tuple[str, int]:
+    stream = gen.stream(messages, decoding, **kw)
+    pieces = []
+    while True:
+        try:
+            pieces.append(next(stream))
+        except StopIteration as stop:
+            return "".join(pieces), stop.value.new_tokens
+
+
+@pytest.fixture(scope="module")
+def backends(sample_index: Index) -> dict[str, Generator]:
+    source, cache = sample_index.generator.source, sample_index.generator.cache_dir
+    _ = sample_index.generator.model  # the session's conversion, so the others load from the cache
+    return {
+        "transformers": Generator(source, cache, backend="transformers"),
+        "lean-fp32": Generator(source, cache, backend="lean", precision="fp32"),
+    }
+
+
+def test_lean_decoder_reproduces_transformers_greedy(backends: dict[str, Generator]) -> None:
+    decoding = Decoding(max_new_tokens=12)
+    reference = _text(backends["transformers"], decoding)
+    assert backends["lean-fp32"].backend_used == "lean-fp32"
+    assert _text(backends["lean-fp32"], decoding) == reference
+    # Twice: the second answer reuses the cached prompt prefix and must not change.
+    assert _text(backends["lean-fp32"], decoding) == reference
+    # Another prompt sharing only the template's start: the reused prefix is shorter, the rest recomputed.
+    other = [{"role": "user", "content": "Name two planets."}]
+    assert _text(backends["lean-fp32"], decoding, other) == _text(backends["transformers"], decoding, other)
+
+
+class _Ban:
+    """Forbids one token, as issue 7's grounded decoding will forbid tokens outside the sources."""
+
+    def __init__(self, token: int) -> None:
+        self.token = token
+
+    def __call__(self, input_ids, scores):  # type: ignore[no-untyped-def]
+        scores[:, self.token] = float("-inf")
+        return scores
+
+
+def _always(input_ids, scores, **kw) -> bool:  # type: ignore[no-untyped-def]
+    return True
+
+
+def test_logits_processors_and_stopping_criteria_apply_on_both_backends(backends: dict[str, Generator]) -> None:
+    gen = backends["transformers"]
+    plain, _ = _text(gen, Decoding(max_new_tokens=6))
+    first = gen._encode(gen.render(QUESTION) + plain)[len(gen._encode(gen.render(QUESTION)))]
+    for name, backend in backends.items():
+        banned, _ = _text(backend, Decoding(max_new_tokens=6), logits_processor=[_Ban(first)])
+        assert banned != plain, name
+        _, n = _text(backend, Decoding(max_new_tokens=6), stopping_criteria=[_always])
+        assert n == 1, name
+
+
+def test_lean_sampling_is_seeded(backends: dict[str, Generator]) -> None:
+    gen = backends["lean-fp32"]
+    decoding = Decoding(max_new_tokens=8, temperature=0.8, top_k=20, top_p=0.9, seed=7)
+    assert _text(gen, decoding) == _text(gen, decoding)
+
+
+def test_onnx_query_vectors_match_sentence_transformers(sample_index: Index) -> None:
+    embedder = sample_index.embedder
+    assert embedder.query_runtime == "onnx"  # exported while building the session's index
+    queries = ["Who introduced nucleus sampling?", "kv cache", "Wie viele Dimensionen hat MiniLM?"]
+    onnx = np.stack([embedder.embed_query(q) for q in queries])
+    torch_vectors = embedder.model.encode(queries, normalize_embeddings=True, convert_to_numpy=True)
+    assert float((onnx * torch_vectors).sum(1).min()) >= 1 - 1e-4
+
+
+def test_search_process_never_imports_torch(sample_index: Index) -> None:
+    code = (
+        "import sys; from rag.cli import main; "
+        f"code = main(['--index', {str(sample_index.store.directory)!r}, 'search', 'top-p', '--json']); "
+        "heavy = [m for m in ('torch', 'transformers', 'sentence_transformers') if m in sys.modules]; "
+        "print('HEAVY', heavy, file=sys.stderr); sys.exit(code)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "HEAVY []" in out.stderr
+    assert '"hits"' in out.stdout
+
+
+def test_large_index_switches_to_ivf_on_rebuild_and_keeps_removals(tmp_path) -> None:
+    from ingest.chunking import Chunk
+    from rag.store import DocumentInfo
+
+    rng = np.random.default_rng(0)
+    store = Store.open(tmp_path / "idx", create=True)
+    store.set_meta({"embedder": {"dim": 8}})
+    store.ann_min_vectors = 400
+    vectors = rng.standard_normal((500, 8)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    with store.transaction() as tx:
+        for d in range(5):
+            chunks = [Chunk(i, f"doc {d} chunk {i}", 0, 1, 1) for i in range(100)]
+            tx.put_document(DocumentInfo(f"/d{d}", "h", 1, 0.0, "text"), chunks, vectors[d * 100 : (d + 1) * 100])
+    assert store.vectors.kind == "flat"
+    store.save_vectors()
+    assert store.vectors.kind == "ivf" and store.meta["vectors"]["kind"] == "ivf"
+    assert store.meta["vectors"]["nprobe"] >= 1
+    reopened = Store.open(tmp_path / "idx")
+    assert reopened.vectors.kind == "ivf" and sorted(reopened.vectors.ids().tolist()) == reopened.chunk_ids()
+    with reopened.transaction() as tx:
+        tx.remove_document("/d0")
+    assert sorted(reopened.vectors.ids().tolist()) == reopened.chunk_ids()
+    # Every stored vector finds itself first.
+    top = [reopened.vectors.search(v, 1)[0][0] for v in vectors[100:110]]
+    assert top == reopened.chunk_ids()[:10]
+    reopened.close()
+    store.close()
+
+
+def test_bench_smoke_runs() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "bench", "--smoke", "retrieval"], capture_output=True, text=True, cwd=ROOT, timeout=300
+    )
+    assert out.returncode == 0, out.stderr
+    assert "| 3000 | ivf |" in out.stdout
