@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +18,11 @@ from rag.embed import Embedder
 from rag.errors import ConfigError, ModelMismatchError, SourceNotFoundError
 from rag.generate import Decoding, GenerationStats, Generator
 from rag.models import resolve_embedder, resolve_generator
+from rag.modes import NOT_IN_SOURCES, PROMPTS, QUOTE_PROMPT, best_sentence, check_mode, quote_segments, trim
 from rag.prompt import PackedPrompt, citations, focus, pack
 from rag.retrieve import search
 from rag.store import Store
+from rag.support import check, is_supported
 from rag.types import Answer, Hit
 
 NO_ANSWER = "The indexed documents do not seem to contain anything relevant to this question."
@@ -156,27 +158,43 @@ class Index:
         *,
         k: int | None = None,
         decoding: Decoding | None = None,
+        answer_mode: str | None = None,
         on_token: Callable[[str], None] | None = None,
     ) -> Answer:
         """Answer ``question`` from the indexed documents with the local generator, citing sources as [n].
 
-        ``on_token`` receives the answer's text as it is generated. When nothing relevant is retrieved the
-        answer says so and nothing is generated (``answer.answered`` is False).
+        ``answer_mode`` (default ``config.answer_mode``): ``auto``, ``generate``, ``quote`` or ``extract``, see
+        :mod:`rag.modes`. Every answer carries its support check (``answer.support``). ``on_token`` receives the
+        answer's text as it is generated. When nothing relevant is retrieved, or nothing in the sources supports
+        an answer, the answer says so (``answer.answered`` is False).
         """
-        stream = self.ask_stream(question, k=k, decoding=decoding)
+        stream = self.ask_stream(question, k=k, decoding=decoding, answer_mode=answer_mode)
         for piece in stream:
             if on_token:
                 on_token(piece)
         return stream.answer
 
-    def ask_stream(self, question: str, *, k: int | None = None, decoding: Decoding | None = None) -> AnswerStream:
-        """Like :meth:`ask`, but iterate over the result to receive text pieces; then read ``.answer``."""
+    def ask_stream(
+        self,
+        question: str,
+        *,
+        k: int | None = None,
+        decoding: Decoding | None = None,
+        answer_mode: str | None = None,
+    ) -> AnswerStream:
+        """Like :meth:`ask`, but iterate over the result to receive text pieces; then read ``.answer``.
+
+        In ``auto`` mode the pieces are the generated answer; when the support check rejects it, ``.answer``
+        holds the quote that replaced it (``answer.mode == "quote"``).
+        """
         decoding = decoding or Decoding()
         decoding.validate()
+        mode = check_mode(answer_mode or self.config.answer_mode)
         started = time.perf_counter()
         hits = self.search(question, k, min_score=self.config.min_score)
         retrieved = time.perf_counter()
         settings = {
+            "answer_mode": mode,
             "decoding": decoding.as_dict(),
             "k": k or self.config.top_k,
             "min_score": self.config.min_score,
@@ -187,7 +205,8 @@ class Index:
         }
         timings = {"retrieve_s": retrieved - started}
         if not hits:
-            return AnswerStream(Answer(question, NO_ANSWER, [], answered=False, settings=settings, timings=timings))
+            answer = Answer(question, NO_ANSWER, [], answered=False, settings=settings, timings=timings, mode=mode)
+            return AnswerStream(answer)
         gen = self.generator
         budget = min(self.config.context_tokens, gen.context_window) - decoding.max_new_tokens
         if budget < 128:
@@ -199,11 +218,94 @@ class Index:
         excerpts = None
         if self.config.focus_sentences:
             excerpts = focus(question, hits, self._similarity, self.config.focus_sentences)
-        packed = pack(question, hits, gen.count, budget, excerpts)
+        packed = pack(question, hits, gen.count, budget, excerpts, system=PROMPTS[mode])
         timings["pack_s"] = time.perf_counter() - retrieved
         if not was_loaded:  # counting prompt tokens loaded the generator: part of pack_s, shown apart
             timings["load_generator_s"] = gen.load_seconds or 0.0
-        return AnswerStream(None, gen.stream(packed.messages, decoding), question, packed, settings, timings)
+        if mode == "extract":
+            pieces = _pieces(best_sentence(question, packed.excerpts, self._similarity), packed.tokens)
+        elif mode == "quote":
+            pieces = self._quote(packed, decoding)
+        else:
+            pieces = gen.stream(packed.messages, decoding)
+        finish = partial(self._finish, question, packed, mode, decoding, settings, timings)
+        return AnswerStream(None, pieces, finish, packed)
+
+    def _quote(self, packed: PackedPrompt, decoding: Decoding) -> Iterator[str]:
+        """Constrained decoding over the prompt's sentences: the answer is a verbatim span of them."""
+        from rag.quote import QuoteConstraint
+
+        gen = self.generator
+        constraint = QuoteConstraint.build(gen.tokenizer, quote_segments(packed.excerpts))
+        messages = packed.messages
+        if messages[0]["content"] != QUOTE_PROMPT:  # auto's fallback: same sources, the quote instruction
+            messages = [{"role": "system", "content": QUOTE_PROMPT}, *messages[1:]]
+        return gen.stream(messages, decoding, [constraint])
+
+    def _finish(
+        self,
+        question: str,
+        packed: PackedPrompt,
+        mode: str,
+        decoding: Decoding,
+        settings: dict[str, Any],
+        timings: dict[str, float],
+        text: str,
+        stats: GenerationStats,
+    ) -> Answer:
+        """The answer from the streamed text: trimmed (quotes), support-checked, replaced in ``auto`` mode."""
+        timings = {
+            **timings,
+            "first_token_s": stats.first_token_s,
+            "generate_s": stats.seconds,
+            "tokens_per_s": stats.new_tokens / stats.seconds if stats.seconds else 0.0,
+        }
+        produced_by = "generate" if mode == "auto" else mode
+        if produced_by == "quote":
+            text = trim(text, question)
+        started = time.perf_counter()
+        supports = check(text, packed.sources, self.embedder.embed_documents, question)
+        timings["verify_s"] = time.perf_counter() - started
+        new_tokens = stats.new_tokens
+        if mode == "auto" and not is_supported(supports):
+            started = time.perf_counter()
+            fallback = self._quote(packed, decoding)
+            quoted = []
+            while True:
+                try:
+                    quoted.append(next(fallback))
+                except StopIteration as stop:
+                    new_tokens += stop.value.new_tokens
+                    break
+            text, produced_by = trim("".join(quoted).strip(), question), "quote"
+            supports = check(text, packed.sources, self.embedder.embed_documents, question)
+            timings["fallback_s"] = time.perf_counter() - started
+        supported = is_supported(supports)
+        answered = bool(text)
+        if produced_by in ("quote", "extract") and not supported:
+            # A quote is verbatim, so unsupported means it restates only the question: nothing answers it.
+            text, answered = NOT_IN_SOURCES, False
+        return Answer(
+            question=question,
+            text=text,
+            sources=packed.sources,
+            answered=answered,
+            cited=citations(text, len(packed.sources)),
+            settings=settings,
+            timings=timings,
+            prompt_tokens=stats.prompt_tokens,
+            answer_tokens=new_tokens,
+            mode=produced_by,
+            support=supports,
+            supported=supported,
+        )
+
+
+def _pieces(text: str, prompt_tokens: int) -> Iterator[str]:
+    """A finished text as a stream of one piece, for modes that generate nothing."""
+    if text:
+        yield text
+    return GenerationStats(prompt_tokens, 0, 0.0, 0.0)
 
 
 class AnswerStream:
@@ -213,16 +315,12 @@ class AnswerStream:
         self,
         answer: Answer | None,
         pieces: Iterator[str] | None = None,
-        question: str = "",
+        finish: Callable[[str, GenerationStats], Answer] | None = None,
         packed: PackedPrompt | None = None,
-        settings: dict[str, Any] | None = None,
-        timings: dict[str, float] | None = None,
     ) -> None:
         self._answer = answer
         self._pieces = pieces
-        self._question = question
-        self._settings = settings or {}
-        self._timings = timings or {}
+        self._finish = finish
         self.prompt: PackedPrompt | None = packed  # what the generator read, for inspection
 
     def __iter__(self) -> Iterator[str]:
@@ -240,25 +338,8 @@ class AnswerStream:
                 break
             text.append(piece)
             yield piece
-        assert self.prompt is not None and stats is not None
-        answer_text = "".join(text).strip()
-        timings = {
-            **self._timings,
-            "first_token_s": stats.first_token_s,
-            "generate_s": stats.seconds,
-            "tokens_per_s": stats.new_tokens / stats.seconds if stats.seconds else 0.0,
-        }
-        self._answer = Answer(
-            question=self._question,
-            text=answer_text,
-            sources=self.prompt.sources,
-            answered=True,
-            cited=citations(answer_text, len(self.prompt.sources)),
-            settings=self._settings,
-            timings=timings,
-            prompt_tokens=stats.prompt_tokens,
-            answer_tokens=stats.new_tokens,
-        )
+        assert self._finish is not None and stats is not None
+        self._answer = self._finish("".join(text).strip(), stats)
 
     @property
     def answer(self) -> Answer:

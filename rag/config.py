@@ -45,6 +45,9 @@ class Config:
     # Sentences (most similar to the question, across the retrieved chunks) the prompt shows; 0 shows whole
     # chunks. A 135M model states the fact far more often from a few relevant sentences than from five chunks.
     focus_sentences: int = 6
+    # How `ask` answers: auto, generate, quote or extract (rag.modes). auto: generate, check the answer against
+    # the sources, and quote them instead when it is unsupported.
+    answer_mode: str = "auto"
     # Prompt + answer token budget for the generator; smaller is faster on a CPU.
     context_tokens: int = 2048
     # Converted generator weights are cached here (GGUF dequantisation is slow, safetensors reload is fast).
@@ -88,6 +91,10 @@ class Config:
             raise ConfigError(f"top_k={self.top_k} must be at least 1")
         if self.focus_sentences < 0:
             raise ConfigError(f"focus_sentences={self.focus_sentences} must be >= 0 (0: whole chunks)")
+        from rag.modes import ANSWER_MODES
+
+        if self.answer_mode not in ANSWER_MODES:
+            raise ConfigError(f"answer_mode={self.answer_mode!r}: use one of {', '.join(ANSWER_MODES)}")
         if self.context_tokens < 256:
             raise ConfigError(f"context_tokens={self.context_tokens} is too small; use 256 or more")
 

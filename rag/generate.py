@@ -171,10 +171,16 @@ class Generator:
 
     # --- decoding ---------------------------------------------------------------------------------------------
 
-    def stream(self, messages: Messages, decoding: Decoding) -> PyGenerator[str, None, GenerationStats]:
-        """Yield the answer's text as it is decoded; the generator's return value holds the statistics."""
+    def stream(
+        self, messages: Messages, decoding: Decoding, logits_processor: list[Any] | None = None
+    ) -> PyGenerator[str, None, GenerationStats]:
+        """Yield the answer's text as it is decoded; the generator's return value holds the statistics.
+
+        ``logits_processor``: ``transformers.LogitsProcessor`` callables applied to each step's scores, e.g.
+        :class:`rag.quote.QuoteConstraint` to admit only verbatim quotes.
+        """
         import torch
-        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+        from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
         decoding.validate()
         ids = self._encode(self.render(messages))
@@ -185,6 +191,8 @@ class Generator:
             attention_mask=torch.ones_like(input_ids),
             pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id,
         )
+        if logits_processor:
+            kwargs["logits_processor"] = LogitsProcessorList(logits_processor)
         if decoding.seed is not None:
             torch.manual_seed(decoding.seed)
         started = time.perf_counter()

@@ -1,0 +1,86 @@
+"""Answer modes: how an answer's text is produced from the packed sources, and the prompts each one uses.
+
+- ``generate``: free generation; may paraphrase, may be wrong. The support check marks unsupported claims.
+- ``quote``: constrained generation (:mod:`rag.quote`): the model picks a span of the sources by its own
+  likelihood, so the answer is a verbatim, citable quote.
+- ``extract``: no generation; the source sentence most similar to the question.
+- ``auto``: the default, chosen by measurement (see README): ``generate``, verify, and fall back to ``quote``
+  when the generated answer is not supported by the sources.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from rag.metrics import normalize_answer
+from rag.prompt import SYSTEM_PROMPT, Similarity, sentences
+
+ANSWER_MODES = ("auto", "generate", "quote", "extract")
+
+# Said instead of an answer when nothing in the sources supports one.
+NOT_IN_SOURCES = "The sources do not contain an answer to this question."
+
+# Small models copy a short fact reliably when asked for "a few words"; asked for sentences they drift.
+GENERATE_PROMPT = SYSTEM_PROMPT
+QUOTE_PROMPT = (
+    "You answer questions by copying the exact words from the numbered sources. "
+    "Reply with only the shortest phrase from the sources that answers the question: a name, a number, "
+    "a date or a few words. Do not write a sentence."
+)
+PROMPTS = {"generate": GENERATE_PROMPT, "quote": QUOTE_PROMPT, "extract": SYSTEM_PROMPT, "auto": GENERATE_PROMPT}
+
+_WORD = re.compile(r"\S+")
+_EDGE_PUNCT = ".,;:!?\"'()[]“”‘’"
+
+
+def check_mode(mode: str) -> str:
+    from rag.errors import ConfigError
+
+    if mode not in ANSWER_MODES:
+        raise ConfigError(f"--answer-mode {mode!r}: use one of {', '.join(ANSWER_MODES)}")
+    return mode
+
+
+def quote_segments(excerpts: Sequence[str]) -> list[str]:
+    """The sentences a quote may be copied from: those of the excerpts the prompt shows, one segment each.
+
+    Sentences, not whole excerpts: an excerpt joins its focus sentences with a space, and a quote running across
+    that join would not occur in the document.
+    """
+    return [s for text in excerpts for s in sentences(text)]
+
+
+def best_sentence(question: str, excerpts: Sequence[str], similarity: Similarity) -> str:
+    """The shown sentence most similar to the question ("" when there is none)."""
+    candidates = quote_segments(excerpts)
+    if not candidates:
+        return ""
+    scores = similarity(question, candidates)
+    return candidates[max(range(len(candidates)), key=lambda i: float(scores[i]))]
+
+
+def trim(answer: str, question: str) -> str:
+    """``answer`` without leading and trailing words that only repeat the question or are filler.
+
+    A quote often restates the question around the fact ("The Panthers defense gave up 308 points"); the fact
+    is what remains. The result is still a substring of ``answer`` (so still a verbatim quote), and never empty.
+    """
+    asked = set(normalize_answer(question).split())
+    filler = {"a", "an", "the", "of", "in", "on", "at", "by", "to", "and", "or", "was", "were", "is", "are", "as"}
+    words = list(_WORD.finditer(answer))
+
+    def droppable(m: re.Match[str]) -> bool:
+        norm = normalize_answer(m.group())
+        return not norm or norm in asked or norm in filler
+
+    lo, hi = 0, len(words)
+    while lo < hi and droppable(words[lo]):
+        lo += 1
+    while hi > lo and droppable(words[hi - 1]):
+        hi -= 1
+    if lo >= hi:
+        return answer.strip()
+    text = answer[words[lo].start() : words[hi - 1].end()]
+    stripped = text.strip(_EDGE_PUNCT)
+    return stripped or text
