@@ -18,7 +18,16 @@ from rag.embed import Embedder
 from rag.errors import ConfigError, ModelMismatchError, SourceNotFoundError
 from rag.generate import Decoding, GenerationStats, Generator
 from rag.models import resolve_embedder, resolve_generator
-from rag.modes import NOT_IN_SOURCES, PROMPTS, QUOTE_PROMPT, best_sentence, check_mode, quote_segments, trim
+from rag.modes import (
+    NOT_IN_SOURCES,
+    PROMPTS,
+    QUOTE_PROMPT,
+    best_sentence,
+    check_mode,
+    mode_decoding,
+    quote_segments,
+    trim,
+)
 from rag.prompt import PackedPrompt, citations, focus, pack
 from rag.retrieve import search
 from rag.store import Store
@@ -139,8 +148,25 @@ class Index:
         return report
 
     def _similarity(self, question: str, texts: list[str]) -> list[float]:
-        vectors = self.embedder.embed_documents(texts)  # (n, dim), normalised: a dot product is cosine
+        vectors = self._embed_sentences(texts)  # (n, dim), normalised: a dot product is cosine
         return (vectors @ self.embedder.embed_query(question)).tolist()
+
+    def _embed_sentences(self, texts: list[str]) -> Any:
+        """``embed_documents`` with a per-index memo: focusing the prompt and checking support embed the same
+        source sentences, and embedding is the slow part of both."""
+        import numpy as np
+
+        cache = self._sentence_vectors
+        if len(cache) + len(texts) > 20_000:  # bounded: a long-running app asks many questions
+            cache.clear()
+        missing = list(dict.fromkeys(t for t in texts if t not in cache))
+        if missing:
+            cache.update(zip(missing, self.embedder.embed_documents(missing), strict=True))
+        return np.stack([cache[t] for t in texts]) if texts else self.embedder.embed_documents([])
+
+    @cached_property
+    def _sentence_vectors(self) -> dict[str, Any]:
+        return {}
 
     # --- query ------------------------------------------------------------------------------------------------
 
@@ -190,6 +216,7 @@ class Index:
         decoding = decoding or Decoding()
         decoding.validate()
         mode = check_mode(answer_mode or self.config.answer_mode)
+        decoding = mode_decoding(mode, decoding)
         started = time.perf_counter()
         hits = self.search(question, k, min_score=self.config.min_score)
         retrieved = time.perf_counter()
@@ -264,7 +291,7 @@ class Index:
         if produced_by == "quote":
             text = trim(text, question)
         started = time.perf_counter()
-        supports = check(text, packed.sources, self.embedder.embed_documents, question)
+        supports = check(text, packed.sources, self._embed_sentences, question)
         timings["verify_s"] = time.perf_counter() - started
         new_tokens = stats.new_tokens
         if mode == "auto" and not is_supported(supports):
@@ -278,7 +305,7 @@ class Index:
                     new_tokens += stop.value.new_tokens
                     break
             text, produced_by = trim("".join(quoted).strip(), question), "quote"
-            supports = check(text, packed.sources, self.embedder.embed_documents, question)
+            supports = check(text, packed.sources, self._embed_sentences, question)
             timings["fallback_s"] = time.perf_counter() - started
         supported = is_supported(supports)
         answered = bool(text)
@@ -290,7 +317,9 @@ class Index:
             text=text,
             sources=packed.sources,
             answered=answered,
-            cited=citations(text, len(packed.sources)),
+            # The text's own [n] markers, else the sources the support check found for its claims.
+            cited=citations(text, len(packed.sources))
+            or list(dict.fromkeys(s.source for s in supports if s.supported and s.source)),
             settings=settings,
             timings=timings,
             prompt_tokens=stats.prompt_tokens,

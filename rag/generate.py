@@ -33,6 +33,7 @@ class Decoding:
     repetition_penalty: float = 1.0
     no_repeat_ngram_size: int = 0
     seed: int | None = None
+    stop: tuple[str, ...] = ()  # generation ends after any of these strings (which stay in the output)
 
     def validate(self) -> None:
         def bad(flag: str, why: str) -> ConfigError:
@@ -193,6 +194,8 @@ class Generator:
         )
         if logits_processor:
             kwargs["logits_processor"] = LogitsProcessorList(logits_processor)
+        if decoding.stop:
+            kwargs.update(stop_strings=list(decoding.stop), tokenizer=self.tokenizer)
         if decoding.seed is not None:
             torch.manual_seed(decoding.seed)
         started = time.perf_counter()

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import replace
 
+from rag.generate import Decoding
 from rag.metrics import normalize_answer
 from rag.prompt import SYSTEM_PROMPT, Similarity, sentences
 
@@ -21,8 +23,15 @@ ANSWER_MODES = ("auto", "generate", "quote", "extract")
 # Said instead of an answer when nothing in the sources supports one.
 NOT_IN_SOURCES = "The sources do not contain an answer to this question."
 
-# Small models copy a short fact reliably when asked for "a few words"; asked for sentences they drift.
-GENERATE_PROMPT = SYSTEM_PROMPT
+# Small models copy a short fact reliably when asked for "a few words"; asked for sentences they drift. The
+# support check cites the source, so the model is not asked to (a 135M model cites at random anyway).
+GENERATE_PROMPT = (
+    "You answer questions using only the numbered sources provided. Reply with just the answer, copied from "
+    "the sources: a name, a number, a date or a few words. Do not write a sentence. If the sources do not "
+    'contain the answer, say "I don\'t know."'
+)
+# Free answers end at the first line break: what follows is a small model repeating itself.
+GENERATE_STOP = ("\n",)
 QUOTE_PROMPT = (
     "You answer questions by copying the exact words from the numbered sources. "
     "Reply with only the shortest phrase from the sources that answers the question: a name, a number, "
@@ -32,6 +41,13 @@ PROMPTS = {"generate": GENERATE_PROMPT, "quote": QUOTE_PROMPT, "extract": SYSTEM
 
 _WORD = re.compile(r"\S+")
 _EDGE_PUNCT = ".,;:!?\"'()[]“”‘’"
+
+
+def mode_decoding(mode: str, decoding: Decoding) -> Decoding:
+    """``decoding`` with the mode's stop strings when it sets none."""
+    if mode in ("generate", "auto") and not decoding.stop:
+        return replace(decoding, stop=GENERATE_STOP)
+    return decoding
 
 
 def check_mode(mode: str) -> str:
@@ -52,8 +68,13 @@ def quote_segments(excerpts: Sequence[str]) -> list[str]:
 
 
 def best_sentence(question: str, excerpts: Sequence[str], similarity: Similarity) -> str:
-    """The shown sentence most similar to the question ("" when there is none)."""
+    """The shown sentence most similar to the question ("" when there is none).
+
+    Headings ("Super Bowl 50") are similar to every question about their section and answer none: sentences
+    of fewer than four words are passed over while there are longer ones.
+    """
     candidates = quote_segments(excerpts)
+    candidates = [c for c in candidates if len(c.split()) >= 4] or candidates
     if not candidates:
         return ""
     scores = similarity(question, candidates)

@@ -22,9 +22,10 @@ Embed = Callable[[list[str]], Any]
 
 # A claim is supported when at least this share of its content words occurs in one source sentence...
 MIN_OVERLAP = 0.75
-# ...or a slightly smaller share does and the sentence says the same thing (cosine of the embeddings).
-MIN_OVERLAP_WITH_SIMILARITY = 0.5
-MIN_SIMILARITY = 0.7
+# ...or a smaller share does and the sentence says the same thing (cosine of the embeddings). Either way every
+# number and name of the claim must be in the sentence.
+MIN_OVERLAP_WITH_SIMILARITY = 0.6
+MIN_SIMILARITY = 0.8
 
 _STOPWORD_TEXT = """a an the and or but if of to in on at by for with from as into onto than then that this
     these those is are
@@ -109,9 +110,15 @@ def overlap(claim_words: Sequence[str], span_words: set[str]) -> float:
     return sum(1 for w in claim_words if w in span_words) / len(claim_words)
 
 
-def _numbers_present(claim_words: Sequence[str], span_words: set[str]) -> bool:
-    # A number is the fact: "1889" is not supported by a sentence saying "1898", however similar.
-    return all(w in span_words for w in claim_words if _NUMBER.search(w))
+def key_words(claim: str) -> list[str]:
+    """The claim's numbers and names (capitalised words after its first word), normalised like content words.
+
+    These are the facts: "1889" is not supported by a sentence saying "1898", nor "Taylor Swift headlined" by
+    one naming Beyoncé, however similar the rest.
+    """
+    words = claim.split()
+    keys = [w for i, w in enumerate(words) if _NUMBER.search(w) or (i > 0 and w[:1].isupper())]
+    return content_words(" ".join(keys))
 
 
 def check(answer: str, sources: Sequence[Hit], embed: Embed, question: str = "") -> list[Support]:
@@ -140,7 +147,7 @@ def check(answer: str, sources: Sequence[Hit], embed: Embed, question: str = "")
         )
         lexical = overlap(words, span_words[best])
         similarity = float(sims[best])
-        supported = _numbers_present(words, span_words[best]) and (
+        supported = all(w in span_words[best] for w in key_words(claim)) and (
             lexical >= MIN_OVERLAP or (lexical >= MIN_OVERLAP_WITH_SIMILARITY and similarity >= MIN_SIMILARITY)
         )
         span = candidates[best]
