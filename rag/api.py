@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from functools import cached_property, partial
 from pathlib import Path
 from typing import Any
@@ -21,10 +22,14 @@ from rag.models import resolve_embedder, resolve_generator
 from rag.modes import (
     NOT_IN_SOURCES,
     PROMPTS,
+    QUOTE_END_BIAS,
+    QUOTE_LENGTH_PENALTY,
     QUOTE_PROMPT,
+    QUOTE_TOKENS,
     best_sentence,
     check_mode,
     mode_decoding,
+    question_words,
     quote_segments,
     trim,
 )
@@ -252,22 +257,35 @@ class Index:
         if mode == "extract":
             pieces = _pieces(best_sentence(question, packed.excerpts, self._similarity), packed.tokens)
         elif mode == "quote":
-            pieces = self._quote(packed, decoding)
+            pieces = self._quote(question, packed, decoding)
         else:
             pieces = gen.stream(packed.messages, decoding)
         finish = partial(self._finish, question, packed, mode, decoding, settings, timings)
         return AnswerStream(None, pieces, finish, packed)
 
-    def _quote(self, packed: PackedPrompt, decoding: Decoding) -> Iterator[str]:
-        """Constrained decoding over the prompt's sentences: the answer is a verbatim span of them."""
+    def _quote(self, question: str, packed: PackedPrompt, decoding: Decoding) -> Iterator[str]:
+        """Constrained decoding over the prompt's sentences: the answer is a verbatim span of them, cut where
+        the model most wanted to end it. Yields the finished quote as one piece (the cut is known at the end)."""
         from rag.quote import QuoteConstraint
 
         gen = self.generator
-        constraint = QuoteConstraint.build(gen.tokenizer, quote_segments(packed.excerpts))
+        constraint = QuoteConstraint.build(
+            gen.tokenizer, quote_segments(packed.excerpts), QUOTE_END_BIAS, avoid=question_words(question)
+        )
+        constraint.trace = []
         messages = packed.messages
         if messages[0]["content"] != QUOTE_PROMPT:  # auto's fallback: same sources, the quote instruction
             messages = [{"role": "system", "content": QUOTE_PROMPT}, *messages[1:]]
-        return gen.stream(messages, decoding, [constraint])
+        limit = replace(decoding, max_new_tokens=min(decoding.max_new_tokens, QUOTE_TOKENS), stop=())
+        pieces = gen.stream(messages, limit, [constraint])
+        while True:
+            try:
+                next(pieces)
+            except StopIteration as stop:
+                stats = stop.value
+                break
+        yield constraint.best_end(QUOTE_LENGTH_PENALTY)
+        return stats
 
     def _finish(
         self,
@@ -296,7 +314,7 @@ class Index:
         new_tokens = stats.new_tokens
         if mode == "auto" and not is_supported(supports):
             started = time.perf_counter()
-            fallback = self._quote(packed, decoding)
+            fallback = self._quote(question, packed, decoding)
             quoted = []
             while True:
                 try:

@@ -10,7 +10,7 @@ sources. The answer is therefore a substring of one source segment whatever toke
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -104,6 +104,13 @@ def _is_word_byte(b: int) -> bool:
     return chr(b).isalnum() or b >= 0x80
 
 
+def _word_at(text: bytes, start: int) -> str:
+    end = start
+    while end < len(text) and _is_word_byte(text[end]):
+        end += 1
+    return text[start:end].decode("utf-8", errors="replace")
+
+
 @dataclass
 class QuoteConstraint:
     """A ``transformers`` logits processor: generation may only copy a span of ``segments``, starting at a word.
@@ -124,13 +131,19 @@ class QuoteConstraint:
     # When a list: per step, the end-of-sequence logit minus the best other admitted logit (None where the quote
     # may not end). Lets an evaluation replay every end_bias from one greedy run.
     trace: list[float | None] | None = None
+    written: list[int] | None = None  # the quote's tokens as of the last step (row 0)
 
     @classmethod
-    def build(cls, tokenizer: Any, segments: Sequence[str], end_bias: float = 0.0) -> QuoteConstraint:
+    def build(
+        cls, tokenizer: Any, segments: Sequence[str], end_bias: float = 0.0, avoid: Collection[str] = ()
+    ) -> QuoteConstraint:
+        """``avoid``: lower-case words a quote may not start with (the question's own words: an answer that
+        begins by restating the question is long and scores badly; it may still contain them)."""
         text = _SEPARATOR.join(s.encode("utf-8") for s in segments)
-        starts = [i for i, b in enumerate(text) if _is_word_byte(b) and (i == 0 or not _is_word_byte(text[i - 1]))] or [
-            i for i, b in enumerate(text) if b != 0 and not chr(b).isspace()
-        ][:1]
+        words = [i for i, b in enumerate(text) if _is_word_byte(b) and (i == 0 or not _is_word_byte(text[i - 1]))]
+        words = words or [i for i, b in enumerate(text) if b != 0 and not chr(b).isspace()][:1]
+        banned = {w.lower() for w in avoid}
+        starts = [i for i in words if _word_at(text, i).lower() not in banned] or words
         eos = tokenizer.eos_token_id
         eos_ids = list(eos) if isinstance(eos, list | tuple) else [eos] if eos is not None else []
         return cls(_vocabulary(tokenizer), text, starts, eos_ids, end_bias)
@@ -157,6 +170,20 @@ class QuoteConstraint:
         may_end = bool(new_tokens) and any(p >= len(text) or not _is_word_byte(text[p]) for p in at)
         return ids, may_end or not ids
 
+    def best_end(self, length_penalty: float = 0.0) -> str:
+        """The quote cut where the model most wanted to end it (needs ``trace``): the step with the highest
+        end-of-sequence margin, minus ``length_penalty`` per token. A greedy run that ended by itself ends there.
+        """
+        trace, written = self.trace or [], self.written or []
+        best: tuple[float, int] | None = None
+        for step in range(1, min(len(trace), len(written) + 1)):
+            margin = trace[step]
+            if margin is not None and (best is None or margin - length_penalty * step > best[0]):
+                best = (margin - length_penalty * step, step)
+        tokens = written[: best[1]] if best else written
+        data = b"".join(self.vocab.bytes[t] or b"" for t in tokens)
+        return data.decode("utf-8", errors="ignore").strip()
+
     def __call__(self, input_ids: Any, scores: Any) -> Any:
         import torch
 
@@ -165,6 +192,8 @@ class QuoteConstraint:
         mask = torch.full_like(scores, float("-inf"))
         for row in range(input_ids.shape[0]):
             new = input_ids[row, self.prompt_length :].tolist()
+            if row == 0:
+                self.written = new
             ids, may_end = self.allowed(new)
             keep = [i for i in ids if i < scores.shape[1]]
             if keep:
