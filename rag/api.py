@@ -25,12 +25,13 @@ from rag.modes import (
     QUOTE_END_BIAS,
     QUOTE_LENGTH_PENALTY,
     QUOTE_PROMPT,
+    QUOTE_SENTENCES,
     QUOTE_TOKENS,
     best_sentence,
+    best_sentences,
     check_mode,
     mode_decoding,
     question_words,
-    quote_segments,
     trim,
 )
 from rag.prompt import PackedPrompt, citations, focus, pack
@@ -269,9 +270,8 @@ class Index:
         from rag.quote import QuoteConstraint
 
         gen = self.generator
-        constraint = QuoteConstraint.build(
-            gen.tokenizer, quote_segments(packed.excerpts), QUOTE_END_BIAS, avoid=question_words(question)
-        )
+        segments = best_sentences(question, packed.excerpts, self._similarity, QUOTE_SENTENCES)
+        constraint = QuoteConstraint.build(gen.tokenizer, segments, QUOTE_END_BIAS, avoid=question_words(question))
         constraint.trace = []
         messages = packed.messages
         if messages[0]["content"] != QUOTE_PROMPT:  # auto's fallback: same sources, the quote instruction
