@@ -27,6 +27,7 @@ from rag.modes import (
     QUOTE_PROMPT,
     QUOTE_SENTENCES,
     QUOTE_TOKENS,
+    answer_start,
     best_sentence,
     best_sentences,
     check_mode,
@@ -271,7 +272,9 @@ class Index:
 
         gen = self.generator
         segments = best_sentences(question, packed.excerpts, self._similarity, QUOTE_SENTENCES)
-        constraint = QuoteConstraint.build(gen.tokenizer, segments, QUOTE_END_BIAS, avoid=question_words(question))
+        constraint = QuoteConstraint.build(
+            gen.tokenizer, segments, QUOTE_END_BIAS, avoid=question_words(question), start=answer_start(question)
+        )
         constraint.trace = []
         messages = packed.messages
         if messages[0]["content"] != QUOTE_PROMPT:  # auto's fallback: same sources, the quote instruction

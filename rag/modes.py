@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from rag.generate import Decoding
@@ -35,7 +35,7 @@ GENERATE_PROMPT = (
 QUOTE_TOKENS = 16
 # A quote comes from the sentences most similar to the question: a 135M model picks the right sentence less
 # often than the embedder does, and a shorter choice is also faster.
-QUOTE_SENTENCES = 2
+QUOTE_SENTENCES = 1
 QUOTE_LENGTH_PENALTY = 0.0
 QUOTE_END_BIAS = 0.0
 # Free answers end at the first line break: what follows is a small model repeating itself.
@@ -69,6 +69,29 @@ def check_mode(mode: str) -> str:
 def question_words(question: str) -> set[str]:
     """The question's words, lower-cased, as written and as normalised: a quote should not start with them."""
     return set(question.lower().split()) | set(normalize_answer(question).split())
+
+
+_MONTHS = "january february march april may june july august september october november december".split()
+_NUMBER_WORDS = set(
+    "one two three four five six seven eight nine ten eleven twelve dozen twenty thirty forty fifty hundred "
+    "thousand million billion several".split()
+)
+_HOW_MUCH = re.compile(r"\bhow (many|much|long|old|large|big|far|tall|high)\b|\bwhat (percentage|percent|number)\b")
+_WHEN = re.compile(r"^when\b|\b(what|which|in what) (year|date|century|decade)\b|\bwhat day\b")
+_WHO = re.compile(r"^(who|whom|whose)\b")
+
+
+def answer_start(question: str) -> Callable[[str], bool] | None:
+    """What the first word of a quote answering ``question`` looks like, from the question word alone: a
+    number for "how many", a date for "when", a name for "who"; None when the question does not say."""
+    q = question.strip().lower()
+    if _HOW_MUCH.search(q):
+        return lambda w: any(c.isdigit() for c in w) or w.lower() in _NUMBER_WORDS
+    if _WHEN.search(q):
+        return lambda w: any(c.isdigit() for c in w) or w.lower() in _MONTHS
+    if _WHO.search(q):
+        return lambda w: w[:1].isupper()
+    return None
 
 
 def quote_segments(excerpts: Sequence[str]) -> list[str]:

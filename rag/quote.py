@@ -10,7 +10,7 @@ sources. The answer is therefore a substring of one source segment whatever toke
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -135,15 +135,24 @@ class QuoteConstraint:
 
     @classmethod
     def build(
-        cls, tokenizer: Any, segments: Sequence[str], end_bias: float = 0.0, avoid: Collection[str] = ()
+        cls,
+        tokenizer: Any,
+        segments: Sequence[str],
+        end_bias: float = 0.0,
+        avoid: Collection[str] = (),
+        start: Callable[[str], bool] | None = None,
     ) -> QuoteConstraint:
         """``avoid``: lower-case words a quote may not start with (the question's own words: an answer that
-        begins by restating the question is long and scores badly; it may still contain them)."""
+        begins by restating the question is long and scores badly; it may still contain them). ``start``: a
+        test the first word must pass (e.g. "is a number" for "how many" questions). Either is dropped when
+        no word of the segments would be left to start at."""
         text = _SEPARATOR.join(s.encode("utf-8") for s in segments)
         words = [i for i, b in enumerate(text) if _is_word_byte(b) and (i == 0 or not _is_word_byte(text[i - 1]))]
         words = words or [i for i, b in enumerate(text) if b != 0 and not chr(b).isspace()][:1]
         banned = {w.lower() for w in avoid}
         starts = [i for i in words if _word_at(text, i).lower() not in banned] or words
+        if start is not None:
+            starts = [i for i in starts if start(_word_at(text, i))] or starts
         eos = tokenizer.eos_token_id
         eos_ids = list(eos) if isinstance(eos, list | tuple) else [eos] if eos is not None else []
         return cls(_vocabulary(tokenizer), text, starts, eos_ids, end_bias)
