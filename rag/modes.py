@@ -71,10 +71,45 @@ def question_words(question: str) -> set[str]:
     return set(question.lower().split()) | set(normalize_answer(question).split())
 
 
-_MONTHS = "january february march april may june july august september october november december".split()
+_MONTHS = [
+    "january",
+    "february",
+    "march",
+    "april",
+    "may",
+    "june",
+    "july",
+    "august",
+    "september",
+    "october",
+    "november",
+    "december",
+]
 _NUMBER_WORDS = set(
-    "one two three four five six seven eight nine ten eleven twelve dozen twenty thirty forty fifty hundred "
-    "thousand million billion several".split()
+    [
+        "one",
+        "two",
+        "three",
+        "four",
+        "five",
+        "six",
+        "seven",
+        "eight",
+        "nine",
+        "ten",
+        "eleven",
+        "twelve",
+        "dozen",
+        "twenty",
+        "thirty",
+        "forty",
+        "fifty",
+        "hundred",
+        "thousand",
+        "million",
+        "billion",
+        "several",
+    ]
 )
 _HOW_MUCH = re.compile(r"\bhow (many|much|long|old|large|big|far|tall|high)\b|\bwhat (percentage|percent|number)\b")
 _WHEN = re.compile(r"^when\b|\b(what|which|in what) (year|date|century|decade)\b|\bwhat day\b")
