@@ -328,10 +328,14 @@ class Index:
             text, produced_by = trim("".join(quoted).strip(), question), "quote"
             supports = check(text, packed.sources, self._embed_sentences, question)
             timings["fallback_s"] = time.perf_counter() - started
+        if produced_by == "quote" and not is_supported(supports):
+            # A verbatim quote fails the check only when it has no content of its own (a cut "It was", or the
+            # question's words): the most similar sentence is the better quote then.
+            text, produced_by = best_sentence(question, packed.excerpts, self._similarity), "extract"
+            supports = check(text, packed.sources, self._embed_sentences, question)
         supported = is_supported(supports)
         answered = bool(text)
-        if produced_by in ("quote", "extract") and not supported:
-            # A quote is verbatim, so unsupported means it restates only the question: nothing answers it.
+        if produced_by == "extract" and not supported:  # no source sentence at all
             text, answered = NOT_IN_SOURCES, False
         return Answer(
             question=question,
