@@ -76,7 +76,7 @@ def test_quote_answers_are_verbatim_spans_of_their_documents(sample_index: Index
     answered = 0
     for q in load_questions():
         answer = sample_index.ask(q["question"], answer_mode="quote", decoding=Decoding(max_new_tokens=24))
-        assert answer.mode == "quote"
+        assert answer.mode in ("quote", "extract")  # extract: the quote had no content, the sentence is given
         if not answer.answered:
             assert answer.text == NOT_IN_SOURCES
             continue
