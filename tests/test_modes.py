@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from rag import Config, ConfigError, Decoding, Index
-from rag.modes import best_sentences, question_words, trim
+from rag.modes import answer_start, best_sentences, question_words, trim
 
 from .test_cli import run
 
@@ -24,6 +24,25 @@ def test_trim_drops_words_that_restate_the_question(quote: str, question: str, e
     trimmed = trim(quote, question)
     assert trimmed == expected
     assert trimmed in quote  # still a verbatim quote
+
+
+@pytest.mark.parametrize(
+    ("question", "yes", "no"),
+    [
+        ("How many points did the defense allow?", ["308", "twelve"], ["Denver", "points"]),
+        ("When did the game take place?", ["2016", "February"], ["Sunday", "game"]),
+        ("In what year was it built?", ["1889,"], ["built"]),
+        ("Who won the game?", ["Denver"], ["won", "the"]),
+    ],
+)
+def test_answer_start_follows_the_question_word(question: str, yes: list[str], no: list[str]) -> None:
+    test = answer_start(question)
+    assert test is not None
+    assert all(test(w) for w in yes) and not any(test(w) for w in no)
+
+
+def test_answer_start_is_open_for_other_questions() -> None:
+    assert answer_start("What does top-p sampling keep?") is None
 
 
 def test_question_words_cover_written_and_normalised_forms() -> None:
