@@ -76,8 +76,9 @@ def _parser() -> argparse.ArgumentParser:
     ask.add_argument(
         "--answer-mode",
         metavar="MODE",
-        help="auto (default: generate, check against the sources, quote them when unsupported), generate, "
-        "quote (a verbatim span of the sources) or extract (the most similar source sentence); env RAG_ANSWER_MODE",
+        help="quote (default: a verbatim span of the sources chosen by the model), auto (generate, check against "
+        "the sources, quote them when unsupported), generate or extract (the most similar source sentence); "
+        "env RAG_ANSWER_MODE",
     )
     d = ask.add_argument_group("decoding (default: greedy)")
     d.add_argument("--max-new-tokens", type=int, default=128, metavar="N", help="answer length limit (128)")

@@ -65,13 +65,13 @@ def test_unknown_answer_mode_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_pat
         Config.load(answer_mode="best")
     result = run("ask", "q", "--answer-mode", "best", "--index", str(tmp_path))
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
-    assert "auto, generate, quote, extract" in result.stderr
+    assert "quote, auto, generate, extract" in result.stderr
 
 
 QUESTION = "Who introduced nucleus (top-p) sampling?"
 
 
-@pytest.mark.parametrize("mode", ["auto", "generate", "quote", "extract"])
+@pytest.mark.parametrize("mode", ["quote", "auto", "generate", "extract"])
 def test_every_mode_answers_with_checked_support(sample_index: Index, mode: str) -> None:
     answer = sample_index.ask(QUESTION, answer_mode=mode, decoding=Decoding(max_new_tokens=24))
     assert answer.settings["answer_mode"] == mode
