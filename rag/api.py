@@ -279,7 +279,9 @@ class Index:
         messages = packed.messages
         if messages[0]["content"] != QUOTE_PROMPT:  # auto's fallback: same sources, the quote instruction
             messages = [{"role": "system", "content": QUOTE_PROMPT}, *messages[1:]]
-        limit = replace(decoding, max_new_tokens=min(decoding.max_new_tokens, QUOTE_TOKENS), stop=())
+        # One sequence: the cut reads the end-of-sequence margins of the quote as it was written, which beam
+        # search would reorder under it.
+        limit = replace(decoding, max_new_tokens=min(decoding.max_new_tokens, QUOTE_TOKENS), stop=(), num_beams=1)
         pieces = gen.stream(messages, limit, [constraint])
         while True:
             try:

@@ -169,7 +169,9 @@ def test_irrelevant_question_is_not_answered(sample_index: Index) -> None:
 
 
 def test_streaming_pieces_make_the_answer(sample_index: Index) -> None:
-    stream = sample_index.ask_stream("Who started the llama.cpp project?", decoding=Decoding(max_new_tokens=24))
+    stream = sample_index.ask_stream(
+        "Who started the llama.cpp project?", decoding=Decoding(max_new_tokens=24), answer_mode="generate"
+    )
     with pytest.raises(RuntimeError):
         _ = stream.answer
     pieces = list(stream)
