@@ -196,10 +196,11 @@ class Index:
     ) -> Answer:
         """Answer ``question`` from the indexed documents with the local generator, citing sources as [n].
 
-        ``answer_mode`` (default ``config.answer_mode``): ``auto``, ``generate``, ``quote`` or ``extract``, see
-        :mod:`rag.modes`. Every answer carries its support check (``answer.support``). ``on_token`` receives the
-        answer's text as it is generated. When nothing relevant is retrieved, or nothing in the sources supports
-        an answer, the answer says so (``answer.answered`` is False).
+        ``answer_mode`` (default ``config.answer_mode``, ``quote``): ``quote``, ``auto``, ``generate`` or
+        ``extract``, see :mod:`rag.modes`. Every answer carries its support check (``answer.support``: per claim,
+        the supporting source span with file and character offsets). ``on_token`` receives the answer's text as
+        it is generated. When nothing relevant is retrieved, or no source sentence is left to quote, the answer
+        says so (``answer.answered`` is False).
         """
         stream = self.ask_stream(question, k=k, decoding=decoding, answer_mode=answer_mode)
         for piece in stream:
@@ -217,8 +218,9 @@ class Index:
     ) -> AnswerStream:
         """Like :meth:`ask`, but iterate over the result to receive text pieces; then read ``.answer``.
 
-        In ``auto`` mode the pieces are the generated answer; when the support check rejects it, ``.answer``
-        holds the quote that replaced it (``answer.mode == "quote"``).
+        ``quote`` and ``extract`` yield the finished answer as one piece. In ``auto`` mode the pieces are the
+        generated answer; when the support check rejects it, ``.answer`` holds the quote that replaced it
+        (``answer.mode == "quote"``).
         """
         decoding = decoding or Decoding()
         decoding.validate()
