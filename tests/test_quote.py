@@ -38,7 +38,7 @@ def test_any_choice_of_tokens_stays_a_verbatim_span(tokenizer) -> None:
     rng = random.Random(7)
     vocab = len(tokenizer)
     ended = 0
-    for trial in range(150):
+    for trial in range(60):
         constraint = QuoteConstraint.build(tokenizer, SEGMENTS, end_bias=rng.choice([0.0, 2.0]))
         ids = torch.tensor([[1, 2, 3]])  # a stand-in prompt
         torch.manual_seed(trial)
@@ -56,7 +56,7 @@ def test_any_choice_of_tokens_stays_a_verbatim_span(tokenizer) -> None:
         seg = next(s for s in SEGMENTS if text in s)
         at = seg.index(text)
         assert at == 0 or not seg[at - 1].isalnum(), (text, seg)
-    assert ended > 100  # the end is reachable; the rest hit the 40-step cap
+    assert ended > 40  # the end is reachable; the rest hit the 40-step cap
 
 
 def test_end_is_forced_when_the_quote_cannot_continue(tokenizer) -> None:
