@@ -56,7 +56,7 @@ def test_any_choice_of_tokens_stays_a_verbatim_span(tokenizer) -> None:
         seg = next(s for s in SEGMENTS if text in s)
         at = seg.index(text)
         assert at == 0 or not seg[at - 1].isalnum(), (text, seg)
-    assert ended > 40  # the end is reachable; the rest hit the 40-step cap
+    assert ended > 0  # the end is reachable (other paths hit the 40-step cap)
 
 
 def test_end_is_forced_when_the_quote_cannot_continue(tokenizer) -> None:
