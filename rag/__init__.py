@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from rag.config import Config
     from rag.errors import (
         ConfigError,
+        IndexBusyError,
         IndexFormatError,
         IndexNotFoundError,
         ModelMismatchError,
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
         SourceNotFoundError,
     )
     from rag.generate import Decoding
+    from rag.store import Problem
     from rag.types import Answer, Hit
 
 _EXPORTS = {
@@ -39,9 +41,11 @@ _EXPORTS = {
     "Decoding": "rag.generate",
     "Hit": "rag.types",
     "Index": "rag.api",
+    "IndexBusyError": "rag.errors",
     "IndexFormatError": "rag.errors",
     "IndexNotFoundError": "rag.errors",
     "IngestReport": "ingest.pipeline",
+    "Problem": "rag.store",
     "ModelMismatchError": "rag.errors",
     "ModelNotFoundError": "rag.errors",
     "Progress": "ingest.pipeline",
@@ -57,11 +61,13 @@ __all__ = [
     "Decoding",
     "Hit",
     "Index",
+    "IndexBusyError",
     "IndexFormatError",
     "IndexNotFoundError",
     "IngestReport",
     "ModelMismatchError",
     "ModelNotFoundError",
+    "Problem",
     "Progress",
     "RagError",
     "SkippedFile",
