@@ -340,7 +340,7 @@ class Index:
         if not was_loaded:  # counting prompt tokens loaded the generator: part of pack_s, shown apart
             timings["load_generator_s"] = gen.load_seconds or 0.0
         if mode == "extract":
-            pieces = _pieces(best_sentence(question, packed.excerpts, self._similarity), packed.tokens)
+            pieces = _pieces(best_sentence(question, packed.sources, packed.excerpts, self._similarity), packed.tokens)
         elif mode == "quote":
             pieces = self._quote(question, packed, decoding)
         else:
@@ -354,7 +354,7 @@ class Index:
         from rag.quote import QuoteConstraint
 
         gen = self.generator
-        segments = best_sentences(question, packed.excerpts, self._similarity, QUOTE_SENTENCES)
+        segments = best_sentences(question, packed.sources, packed.excerpts, self._similarity, QUOTE_SENTENCES)
         constraint = QuoteConstraint.build(
             gen.tokenizer, segments, QUOTE_END_BIAS, avoid=question_words(question), start=answer_start(question)
         )
@@ -416,7 +416,7 @@ class Index:
         if produced_by == "quote" and not is_supported(supports):
             # A verbatim quote fails the check only when it has no content of its own (a cut "It was", or the
             # question's words): the most similar sentence is the better quote then.
-            text, produced_by = best_sentence(question, packed.excerpts, self._similarity), "extract"
+            text, produced_by = best_sentence(question, packed.sources, packed.excerpts, self._similarity), "extract"
             supports = check(text, packed.sources, self._embed_sentences, question)
         supported = is_supported(supports)
         answered = bool(text)

@@ -18,6 +18,7 @@ from dataclasses import replace
 from rag.generate import Decoding
 from rag.metrics import normalize_answer
 from rag.prompt import SYSTEM_PROMPT, Similarity, sentences
+from rag.types import Hit
 
 ANSWER_MODES = ("quote", "auto", "generate", "extract")
 
@@ -130,22 +131,24 @@ def answer_start(question: str) -> Callable[[str], bool] | None:
     return None
 
 
-def quote_segments(excerpts: Sequence[str]) -> list[str]:
-    """The sentences a quote may be copied from: those of the excerpts the prompt shows, one segment each.
+def quote_segments(sources: Sequence[Hit], excerpts: Sequence[str]) -> list[str]:
+    """The sentences a quote may be copied from: each source's own sentences that its shown excerpt holds.
 
-    Sentences, not whole excerpts: an excerpt joins its focus sentences with a space, and a quote running across
-    that join would not occur in the document.
+    Taken from the source text, not re-split from the excerpt: an excerpt joins its focus sentences (and a
+    heading) with a space, and a quote running across that join would not occur in the document.
     """
-    return [s for text in excerpts for s in sentences(text)]
+    return [s for hit, shown in zip(sources, excerpts, strict=True) for s in sentences(hit.text) if s in shown]
 
 
-def best_sentences(question: str, excerpts: Sequence[str], similarity: Similarity, n: int = 1) -> list[str]:
+def best_sentences(
+    question: str, sources: Sequence[Hit], excerpts: Sequence[str], similarity: Similarity, n: int = 1
+) -> list[str]:
     """The ``n`` shown sentences most similar to the question, best first.
 
     Headings ("Super Bowl 50") are similar to every question about their section and answer none: sentences
     of fewer than four words are passed over while there are longer ones.
     """
-    candidates = quote_segments(excerpts)
+    candidates = quote_segments(sources, excerpts)
     candidates = [c for c in candidates if len(c.split()) >= 4] or candidates
     if not candidates:
         return []
@@ -153,9 +156,9 @@ def best_sentences(question: str, excerpts: Sequence[str], similarity: Similarit
     return [candidates[i] for i in sorted(range(len(candidates)), key=lambda i: -float(scores[i]))[:n]]
 
 
-def best_sentence(question: str, excerpts: Sequence[str], similarity: Similarity) -> str:
+def best_sentence(question: str, sources: Sequence[Hit], excerpts: Sequence[str], similarity: Similarity) -> str:
     """The shown sentence most similar to the question ("" when there is none)."""
-    return next(iter(best_sentences(question, excerpts, similarity)), "")
+    return next(iter(best_sentences(question, sources, excerpts, similarity)), "")
 
 
 def trim(answer: str, question: str) -> str:

@@ -7,6 +7,7 @@ import pytest
 
 from rag import Config, ConfigError, Decoding, Index
 from rag.modes import answer_start, best_sentences, question_words, trim
+from rag.types import Hit
 
 from .test_cli import run
 
@@ -53,8 +54,11 @@ def test_best_sentences_pass_over_headings() -> None:
     def similarity(question: str, texts: list[str]) -> list[float]:
         return [1.0 if t == "Super Bowl 50" else 0.5 + 0.01 * len(t) for t in texts]
 
-    excerpts = ["Super Bowl 50", "Denver beat Carolina 24–10. The game was played in Santa Clara, California."]
-    assert best_sentences("q?", excerpts, similarity, 2) == [
+    text = "Super Bowl 50\n\nDenver beat Carolina 24–10. The game was played in Santa Clara, California."
+    hit = Hit(1, 0.5, 1, "/d.md", None, "markdown", 0, 0, len(text), None, None, 20, text)
+    # The excerpt shown joins heading and sentences with spaces; segments come from the source text itself.
+    excerpt = "Super Bowl 50 Denver beat Carolina 24–10. The game was played in Santa Clara, California."
+    assert best_sentences("q?", [hit], [excerpt], similarity, 2) == [
         "The game was played in Santa Clara, California.",
         "Denver beat Carolina 24–10.",
     ]
