@@ -141,9 +141,15 @@ def check(answer: str, sources: Sequence[Hit], embed: Embed, question: str = "")
     for claim, vec in zip(parts, claim_vecs, strict=True):
         words = content_words(claim)
         sims = span_vecs @ vec
+        verbatim = claim.strip(" .;")
+        # A sentence holding the claim word for word is its citation (a quote's own sentence), then overlap.
         best = max(
             range(len(candidates)),
-            key=lambda i: (overlap(words, span_words[i]), float(sims[i]) + 0.5 * float(to_question[i])),
+            key=lambda i: (
+                verbatim in candidates[i].text,
+                overlap(words, span_words[i]),
+                float(sims[i]) + 0.5 * float(to_question[i]),
+            ),
         )
         lexical = overlap(words, span_words[best])
         similarity = float(sims[best])
