@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from functools import cached_property
+from dataclasses import replace
+from functools import cached_property, partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,9 +19,26 @@ from rag.embed import Embedder
 from rag.errors import ConfigError, ModelMismatchError, SourceNotFoundError
 from rag.generate import Decoding, GenerationStats, Generator
 from rag.models import resolve_embedder, resolve_generator
+from rag.modes import (
+    NOT_IN_SOURCES,
+    PROMPTS,
+    QUOTE_END_BIAS,
+    QUOTE_LENGTH_PENALTY,
+    QUOTE_PROMPT,
+    QUOTE_SENTENCES,
+    QUOTE_TOKENS,
+    answer_start,
+    best_sentence,
+    best_sentences,
+    check_mode,
+    mode_decoding,
+    question_words,
+    trim,
+)
 from rag.prompt import PackedPrompt, citations, focus, pack
 from rag.retrieve import Fusion, Retrieval, retrieve
 from rag.store import Problem, Store
+from rag.support import check, is_supported
 from rag.types import Answer, Filters, Hit
 
 if TYPE_CHECKING:
@@ -230,8 +248,25 @@ class Index:
         return len(self.store.vectors)
 
     def _similarity(self, question: str, texts: list[str]) -> list[float]:
-        vectors = self.embedder.embed_documents(texts)  # (n, dim), normalised: a dot product is cosine
+        vectors = self._embed_sentences(texts)  # (n, dim), normalised: a dot product is cosine
         return (vectors @ self.embedder.embed_query(question)).tolist()
+
+    def _embed_sentences(self, texts: list[str]) -> Any:
+        """``embed_documents`` with a per-index memo: focusing the prompt and checking support embed the same
+        source sentences, and embedding is the slow part of both."""
+        import numpy as np
+
+        cache = self._sentence_vectors
+        if len(cache) + len(texts) > 20_000:  # bounded: a long-running app asks many questions
+            cache.clear()
+        missing = list(dict.fromkeys(t for t in texts if t not in cache))
+        if missing:
+            cache.update(zip(missing, self.embedder.embed_documents(missing), strict=True))
+        return np.stack([cache[t] for t in texts]) if texts else self.embedder.embed_documents([])
+
+    @cached_property
+    def _sentence_vectors(self) -> dict[str, Any]:
+        return {}
 
     # --- query ------------------------------------------------------------------------------------------------
 
@@ -294,16 +329,20 @@ class Index:
         *,
         k: int | None = None,
         decoding: Decoding | None = None,
+        answer_mode: str | None = None,
         on_token: Callable[[str], None] | None = None,
         mode: str | None = None,
         filters: Filters | None = None,
     ) -> Answer:
         """Answer ``question`` from the indexed documents with the local generator, citing sources as [n].
 
-        ``on_token`` receives the answer's text as it is generated. When nothing relevant is retrieved the
-        answer says so and nothing is generated (``answer.answered`` is False).
+        ``answer_mode`` (default ``config.answer_mode``, ``quote``): ``quote``, ``auto``, ``generate`` or
+        ``extract``, see :mod:`rag.modes`. Every answer carries its support check (``answer.support``: per claim,
+        the supporting source span with file and character offsets). ``on_token`` receives the answer's text as
+        it is generated. When nothing relevant is retrieved, or no source sentence is left to quote, the answer
+        says so (``answer.answered`` is False).
         """
-        stream = self.ask_stream(question, k=k, decoding=decoding, mode=mode, filters=filters)
+        stream = self.ask_stream(question, k=k, decoding=decoding, answer_mode=answer_mode, mode=mode, filters=filters)
         for piece in stream:
             if on_token:
                 on_token(piece)
@@ -315,19 +354,26 @@ class Index:
         *,
         k: int | None = None,
         decoding: Decoding | None = None,
+        answer_mode: str | None = None,
         mode: str | None = None,
         filters: Filters | None = None,
     ) -> AnswerStream:
         """Like :meth:`ask`, but iterate over the result to receive text pieces; then read ``.answer``.
 
         ``mode`` and ``filters`` choose the retrieval as in :meth:`retrieve` (default: hybrid, no filter).
+        ``quote`` and ``extract`` yield the finished answer as one piece. In ``auto`` mode the pieces are the
+        generated answer; when the support check rejects it, ``.answer`` holds the quote that replaced it
+        (``answer.mode == "quote"``).
         """
         decoding = decoding or Decoding()
         decoding.validate()
+        answer_mode = check_mode(answer_mode or self.config.answer_mode)
+        decoding = mode_decoding(answer_mode, decoding)
         started = time.perf_counter()
         hits = self.search(question, k, mode=mode, min_score=self.config.min_score, filters=filters)
         retrieved = time.perf_counter()
         settings = {
+            "answer_mode": answer_mode,
             "decoding": decoding.as_dict(),
             "k": k or self.config.top_k,
             "retrieval_mode": mode or self.config.retrieval_mode,
@@ -340,7 +386,10 @@ class Index:
         }
         timings = {"retrieve_s": retrieved - started}
         if not hits:
-            return AnswerStream(Answer(question, NO_ANSWER, [], answered=False, settings=settings, timings=timings))
+            answer = Answer(
+                question, NO_ANSWER, [], answered=False, settings=settings, timings=timings, mode=answer_mode
+            )
+            return AnswerStream(answer)
         gen = self.generator
         budget = min(self.config.context_tokens, gen.context_window) - decoding.max_new_tokens
         if budget < 128:
@@ -352,12 +401,117 @@ class Index:
         excerpts = None
         if self.config.focus_sentences:
             excerpts = focus(question, hits, self._similarity, self.config.focus_sentences)
-        packed = pack(question, hits, gen.count, budget, excerpts)
+        packed = pack(question, hits, gen.count, budget, excerpts, system=PROMPTS[answer_mode])
+        timings["pack_s"] = time.perf_counter() - retrieved
         if not was_loaded:  # counting prompt tokens loaded the generator: part of pack_s, shown apart
             _ = gen.backend_used  # prepares the decoding backend too, so load time is all in one place
             timings["load_generator_s"] = gen.load_seconds or 0.0
-        timings["pack_s"] = time.perf_counter() - retrieved
-        return AnswerStream(None, gen.stream(packed.messages, decoding), question, packed, settings, timings)
+        if answer_mode == "extract":
+            pieces = _pieces(best_sentence(question, packed.sources, packed.excerpts, self._similarity), packed.tokens)
+        elif answer_mode == "quote":
+            pieces = self._quote(question, packed, decoding)
+        else:
+            pieces = gen.stream(packed.messages, decoding)
+        finish = partial(self._finish, question, packed, answer_mode, decoding, settings, timings)
+        return AnswerStream(None, pieces, finish, packed)
+
+    def _quote(self, question: str, packed: PackedPrompt, decoding: Decoding) -> Iterator[str]:
+        """Constrained decoding over the prompt's sentences: the answer is a verbatim span of them, cut where
+        the model most wanted to end it. Yields the finished quote as one piece (the cut is known at the end)."""
+        from rag.quote import QuoteConstraint
+
+        gen = self.generator
+        segments = best_sentences(question, packed.sources, packed.excerpts, self._similarity, QUOTE_SENTENCES)
+        constraint = QuoteConstraint.build(
+            gen.tokenizer, segments, QUOTE_END_BIAS, avoid=question_words(question), start=answer_start(question)
+        )
+        constraint.trace = []
+        messages = packed.messages
+        if messages[0]["content"] != QUOTE_PROMPT:  # auto's fallback: same sources, the quote instruction
+            messages = [{"role": "system", "content": QUOTE_PROMPT}, *messages[1:]]
+        # One sequence: the cut reads the end-of-sequence margins of the quote as it was written, which beam
+        # search would reorder under it.
+        limit = replace(decoding, max_new_tokens=min(decoding.max_new_tokens, QUOTE_TOKENS), stop=(), num_beams=1)
+        pieces = gen.stream(messages, limit, [constraint])
+        while True:
+            try:
+                next(pieces)
+            except StopIteration as stop:
+                stats = stop.value
+                break
+        yield constraint.best_end(QUOTE_LENGTH_PENALTY)
+        return stats
+
+    def _finish(
+        self,
+        question: str,
+        packed: PackedPrompt,
+        mode: str,
+        decoding: Decoding,
+        settings: dict[str, Any],
+        timings: dict[str, float],
+        text: str,
+        stats: GenerationStats,
+    ) -> Answer:
+        """The answer from the streamed text: trimmed (quotes), support-checked, replaced in ``auto`` mode."""
+        timings = {
+            **timings,
+            "first_token_s": stats.first_token_s,
+            "generate_s": stats.seconds,
+            "tokens_per_s": stats.new_tokens / stats.seconds if stats.seconds else 0.0,
+        }
+        produced_by = "generate" if mode == "auto" else mode
+        if produced_by == "quote":
+            text = trim(text, question)
+        started = time.perf_counter()
+        supports = check(text, packed.sources, self._embed_sentences, question)
+        timings["verify_s"] = time.perf_counter() - started
+        new_tokens = stats.new_tokens
+        if mode == "auto" and not is_supported(supports):
+            started = time.perf_counter()
+            fallback = self._quote(question, packed, decoding)
+            quoted = []
+            while True:
+                try:
+                    quoted.append(next(fallback))
+                except StopIteration as stop:
+                    new_tokens += stop.value.new_tokens
+                    break
+            text, produced_by = trim("".join(quoted).strip(), question), "quote"
+            supports = check(text, packed.sources, self._embed_sentences, question)
+            timings["fallback_s"] = time.perf_counter() - started
+        if produced_by == "quote" and not is_supported(supports):
+            # A verbatim quote fails the check only when it has no content of its own (a cut "It was", or the
+            # question's words): the most similar sentence is the better quote then.
+            text, produced_by = best_sentence(question, packed.sources, packed.excerpts, self._similarity), "extract"
+            supports = check(text, packed.sources, self._embed_sentences, question)
+        supported = is_supported(supports)
+        answered = bool(text)
+        if produced_by == "extract" and not supported:  # no source sentence at all
+            text, answered = NOT_IN_SOURCES, False
+        return Answer(
+            question=question,
+            text=text,
+            sources=packed.sources,
+            answered=answered,
+            # The text's own [n] markers, else the sources the support check found for its claims.
+            cited=citations(text, len(packed.sources))
+            or list(dict.fromkeys(s.source for s in supports if s.supported and s.source)),
+            settings=settings,
+            timings=timings,
+            prompt_tokens=stats.prompt_tokens,
+            answer_tokens=new_tokens,
+            mode=produced_by,
+            support=supports,
+            supported=supported,
+        )
+
+
+def _pieces(text: str, prompt_tokens: int) -> Iterator[str]:
+    """A finished text as a stream of one piece, for modes that generate nothing."""
+    if text:
+        yield text
+    return GenerationStats(prompt_tokens, 0, 0.0, 0.0)
 
 
 class AnswerStream:
@@ -367,16 +521,12 @@ class AnswerStream:
         self,
         answer: Answer | None,
         pieces: Iterator[str] | None = None,
-        question: str = "",
+        finish: Callable[[str, GenerationStats], Answer] | None = None,
         packed: PackedPrompt | None = None,
-        settings: dict[str, Any] | None = None,
-        timings: dict[str, float] | None = None,
     ) -> None:
         self._answer = answer
         self._pieces = pieces
-        self._question = question
-        self._settings = settings or {}
-        self._timings = timings or {}
+        self._finish = finish
         self.prompt: PackedPrompt | None = packed  # what the generator read, for inspection
 
     def __iter__(self) -> Iterator[str]:
@@ -394,25 +544,8 @@ class AnswerStream:
                 break
             text.append(piece)
             yield piece
-        assert self.prompt is not None and stats is not None
-        answer_text = "".join(text).strip()
-        timings = {
-            **self._timings,
-            "first_token_s": stats.first_token_s,
-            "generate_s": stats.seconds,
-            "tokens_per_s": stats.new_tokens / stats.seconds if stats.seconds else 0.0,
-        }
-        self._answer = Answer(
-            question=self._question,
-            text=answer_text,
-            sources=self.prompt.sources,
-            answered=True,
-            cited=citations(answer_text, len(self.prompt.sources)),
-            settings=self._settings,
-            timings=timings,
-            prompt_tokens=stats.prompt_tokens,
-            answer_tokens=stats.new_tokens,
-        )
+        assert self._finish is not None and stats is not None
+        self._answer = self._finish("".join(text).strip(), stats)
 
     @property
     def answer(self) -> Answer:

@@ -104,6 +104,13 @@ def _parser() -> argparse.ArgumentParser:
     ask = sub.add_parser("ask", parents=[common, retrieval], help="answer a question from the indexed documents")
     ask.add_argument("question")
     ask.add_argument("-k", type=_positive_int, metavar="N", help="sources to retrieve (default 5)")
+    ask.add_argument(
+        "--answer-mode",
+        metavar="MODE",
+        help="quote (default: a verbatim span of the sources chosen by the model), auto (generate, check against "
+        "the sources, quote them when unsupported), generate or extract (the most similar source sentence); "
+        "env RAG_ANSWER_MODE",
+    )
     d = ask.add_argument_group("decoding (default: greedy)")
     d.add_argument("--max-new-tokens", type=int, default=128, metavar="N", help="answer length limit (128)")
     d.add_argument("--temperature", type=float, default=0.0, metavar="T", help="> 0 samples (0: greedy)")
@@ -332,14 +339,16 @@ def _cmd_ask(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     decoding.validate()
-    config = _config(args, retrieval_mode=args.mode, reranker=args.reranker, mmr=args.mmr)
+    config = _config(args, retrieval_mode=args.mode, reranker=args.reranker, mmr=args.mmr, answer_mode=args.answer_mode)
     filters = _filters(args)
     stream_to_terminal = not args.json and sys.stdout.isatty()
     with _open(config) as index:
         if not args.quiet and sys.stderr.isatty() and index.generator.needs_conversion():
             print("rag ask: converting the GGUF generator to safetensors, once (about 20 s)...", file=sys.stderr)
         stream = index.ask_stream(args.question, k=args.k, decoding=decoding, filters=filters)
+        streamed = []
         for piece in stream:
+            streamed.append(piece)
             if stream_to_terminal:
                 sys.stdout.write(piece)
                 sys.stdout.flush()
@@ -347,10 +356,14 @@ def _cmd_ask(args: argparse.Namespace) -> int:
     if args.json:
         _dump(answer.as_dict())
         return 0
-    if stream_to_terminal and answer.answered:
+    if stream_to_terminal and streamed:
         print()
+        if "".join(streamed).strip() != answer.text:  # auto mode replaced an unsupported answer
+            print(f"(not supported by the sources; {'quoting them' if answer.answered else 'no answer'} instead)")
+            print(answer.text)
     else:
         print(answer.text)
+    _print_support(answer)
     if answer.sources:
         print("\nSources:")
         for n, h in enumerate(answer.sources, start=1):
@@ -364,6 +377,22 @@ def _cmd_ask(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return 0
+
+
+def _print_support(answer: Any) -> None:
+    """The quote backing each claim of the answer, with file and character offsets."""
+    if not answer.answered:
+        return
+    for s in answer.support:
+        if s.path is None:
+            continue
+        where = f"[{s.source}] {_show(s.path)}:{s.start}-{s.end}"
+        quote = " ".join(s.quote.split())
+        quote = quote[:300] + ("…" if len(quote) > 300 else "")
+        if s.supported:
+            print(f'  > "{quote}"\n    {where}')
+        else:
+            print(f'  ! unsupported: "{s.claim}"; closest source text: "{quote}"\n    {where}')
 
 
 # --- remove / doctor / reindex --------------------------------------------------------------------------------

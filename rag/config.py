@@ -47,6 +47,9 @@ class Config:
     # Sentences (most similar to the question, across the retrieved chunks) the prompt shows; 0 shows whole
     # chunks. A 135M model states the fact far more often from a few relevant sentences than from five chunks.
     focus_sentences: int = 6
+    # How `ask` answers: quote, auto, generate or extract (rag.modes). quote won on the XQuAD tuning half: the
+    # best F1 of the modes within the time budget, and verbatim, so always supported (README has the numbers).
+    answer_mode: str = "quote"
     # Prompt + answer token budget for the generator; smaller is faster on a CPU.
     context_tokens: int = 2048
     # Converted generator weights are cached here (GGUF dequantisation is slow, safetensors reload is fast).
@@ -122,6 +125,10 @@ class Config:
             raise ConfigError(f"gen_backend={self.gen_backend!r}: use auto, lean or transformers")
         if self.gen_precision not in ("fp32", "int8-head", "int8"):
             raise ConfigError(f"gen_precision={self.gen_precision!r}: use fp32, int8-head or int8")
+        from rag.modes import ANSWER_MODES
+
+        if self.answer_mode not in ANSWER_MODES:
+            raise ConfigError(f"answer_mode={self.answer_mode!r}: use one of {', '.join(ANSWER_MODES)}")
         if self.context_tokens < 256:
             raise ConfigError(f"context_tokens={self.context_tokens} is too small; use 256 or more")
         if self.retrieval_mode not in RETRIEVAL_MODES:

@@ -38,6 +38,7 @@ class Decoding:
     repetition_penalty: float = 1.0
     no_repeat_ngram_size: int = 0
     seed: int | None = None
+    stop: tuple[str, ...] = ()  # generation ends after any of these strings (which stay in the output)
 
     def validate(self) -> None:
         def bad(flag: str, why: str) -> ConfigError:
@@ -263,8 +264,8 @@ class Generator:
                 if len(text) > len(shown):
                     yield text[len(shown) :]
                 shown = text
-            if len(new) >= decoding.max_new_tokens:
-                break
+            if len(new) >= decoding.max_new_tokens or any(stop in text for stop in decoding.stop):
+                break  # a stop string stays in the output, as with generate(stop_strings=...)
             with torch.inference_mode():
                 if any(bool(stop(seq, scores)) for stop in stopping):
                     break
@@ -299,6 +300,8 @@ class Generator:
         )
         if extra:
             kwargs["logits_processor"] = LogitsProcessorList(extra)
+        if decoding.stop:
+            kwargs.update(stop_strings=list(decoding.stop), tokenizer=self.tokenizer)
         if decoding.seed is not None:
             torch.manual_seed(decoding.seed)
         started = time.perf_counter()

@@ -51,7 +51,9 @@ def defuse(text: str) -> str:
     return _HEADER.sub(r"(\1)", text)
 
 
-def build_messages(question: str, sources: Sequence[Hit], excerpts: Sequence[str] | None = None) -> Messages:
+def build_messages(
+    question: str, sources: Sequence[Hit], excerpts: Sequence[str] | None = None, system: str = SYSTEM_PROMPT
+) -> Messages:
     texts = excerpts if excerpts is not None else [h.text for h in sources]
     blocks = [
         f"[{n}] {source_label(h)}\n{defuse(t.strip())}"
@@ -59,7 +61,7 @@ def build_messages(question: str, sources: Sequence[Hit], excerpts: Sequence[str
     ]
     # The question comes first as well as last: a small model reads the sources knowing what to look for.
     user = f"Question: {question.strip()}\n\nSources:\n\n" + "\n\n".join(blocks) + f"\n\nQuestion: {question.strip()}"
-    return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
+    return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n\s*\n")
@@ -93,43 +95,55 @@ def pack(
     count: Callable[[Messages], int],
     budget: int,
     excerpts: Sequence[str] | None = None,
+    system: str = SYSTEM_PROMPT,
 ) -> PackedPrompt:
     """Add ``hits`` (with their ``excerpts``, default their whole text) in rank order while the prompt stays
     within ``budget`` tokens.
 
     A hit that does not fit is dropped and later (shorter) ones are still tried; if not even the best one fits,
     it is cut to fit, so a question always gets its best source. Hits with an empty excerpt are dropped.
+    ``system`` is the system prompt (each answer mode has its own).
     """
     texts = list(excerpts) if excerpts is not None else [h.text for h in hits]
     chosen: list[Hit] = []
     shown: list[str] = []
     dropped: list[Hit] = []
-    tokens = count(build_messages(question, []))
+
+    def messages(sources: Sequence[Hit], shown: Sequence[str] | None = None) -> Messages:
+        return build_messages(question, sources, shown, system)
+
+    tokens = count(messages([]))
     for hit, text in zip(hits, texts, strict=True):
         if not text.strip():
             dropped.append(hit)
             continue
-        n = count(build_messages(question, [*chosen, hit], [*shown, text]))
+        n = count(messages([*chosen, hit], [*shown, text]))
         if n <= budget:
             chosen.append(hit)
             shown.append(text)
             tokens = n
             continue
-        cut = _cut_to_fit(question, hit, text, count, budget) if not chosen else ""
+        cut = _cut_to_fit(hit, text, count, budget, messages) if not chosen else ""
         if cut:
             chosen.append(hit)
             shown.append(cut)
-            tokens = count(build_messages(question, chosen, shown))
+            tokens = count(messages(chosen, shown))
         else:
             dropped.append(hit)
-    return PackedPrompt(build_messages(question, chosen, shown), chosen, shown, dropped, tokens)
+    return PackedPrompt(messages(chosen, shown), chosen, shown, dropped, tokens)
 
 
-def _cut_to_fit(question: str, hit: Hit, text: str, count: Callable[[Messages], int], budget: int) -> str:
+def _cut_to_fit(
+    hit: Hit,
+    text: str,
+    count: Callable[[Messages], int],
+    budget: int,
+    messages: Callable[[Sequence[Hit], Sequence[str]], Messages],
+) -> str:
     lo, hi = 0, len(text)
     while lo < hi:  # the longest prefix that fits
         mid = (lo + hi + 1) // 2
-        if count(build_messages(question, [hit], [text[:mid]])) <= budget:
+        if count(messages([hit], [text[:mid]])) <= budget:
             lo = mid
         else:
             hi = mid - 1

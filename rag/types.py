@@ -39,7 +39,11 @@ class Hit:
 
 @dataclass(frozen=True)
 class Answer:
-    """A generated answer. Source ``[n]`` in ``text`` is ``sources[n - 1]``."""
+    """A generated answer. Source ``[n]`` in ``text`` is ``sources[n - 1]``.
+
+    ``support`` holds one :class:`rag.support.Support` per claim of ``text``: the best source span for it, cited
+    by file and character offsets, and whether it backs the claim. ``supported`` is True when every claim is.
+    """
 
     question: str
     text: str
@@ -51,6 +55,9 @@ class Answer:
     timings: dict[str, float] = field(default_factory=dict)
     prompt_tokens: int = 0
     answer_tokens: int = 0
+    mode: str = "generate"  # the answer mode that produced ``text`` (see rag.modes)
+    support: list[Any] = field(default_factory=list)  # list[rag.support.Support]
+    supported: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
