@@ -17,7 +17,8 @@ which source each signal picks:
 - longest source: most prompt tokens;
 - chance: 1 / number of sources.
 
-"Holds an answer" is a SQuAD-normalised match or a case-insensitive substring. It also reports the retrieval rank (in a 20-deep dense search) of the first chunk holding a gold answer string.
+"Holds an answer" is a SQuAD-normalised match or a case-insensitive substring. It also reports the retrieval
+rank (in a 20-deep dense search) of the first chunk holding a gold answer string.
 """
 
 from __future__ import annotations
