@@ -113,8 +113,9 @@ class Attention:
     # [layer, answer token, position] attention (mean over heads) for heatmaps; not part of the JSON.
     weights: np.ndarray | None = field(default=None, repr=False)
     prompt_tokens: int = 0
-    # Prompt token positions of each source block.
+    # Prompt token positions of each source block, and those tokens' text (heatmap labels).
     source_positions: list[list[int]] = field(default_factory=list, repr=False)
+    context_tokens: list[list[str]] = field(default_factory=list, repr=False)
 
     def layer_shares(self, layer: int) -> list[list[float]]:
         """[answer token][source] shares from layer ``layer`` (0-based) alone."""
@@ -126,7 +127,7 @@ class Attention:
         return w[:, self.source_positions[source - 1]]
 
     def as_dict(self) -> dict[str, Any]:
-        d = {k: v for k, v in asdict(self).items() if k not in ("weights", "source_positions")}
+        d = {k: v for k, v in asdict(self).items() if k not in ("weights", "source_positions", "context_tokens")}
         return d
 
 
@@ -448,6 +449,9 @@ def explain(
     result.attention = attention_over_sources(
         weights, positions, len(prompt_tokens.ids), pieces, int(gen.model.config.num_attention_heads)
     )
+    result.attention.context_tokens = [
+        [view.text[prompt_tokens.offsets[i][0] : prompt_tokens.offsets[i][1]] for i in ps] for ps in positions
+    ]
     result.steps = steps
     if compare_decoding:
         result.compared = compare(gen, packed.messages, max_new_tokens)
