@@ -326,6 +326,9 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         raise ConfigError("--steps: must be >= 0")
     config = _config(args)
     with _open(config) as index:
+        layers = int(index.generator.model.config.num_hidden_layers)
+        if args.layer is not None and args.layer > layers:  # before minutes of work, not after
+            raise ConfigError(f"--layer {args.layer}: the generator has layers 1 to {layers}")
         if not args.quiet and sys.stderr.isatty() and args.compare_decoding:
             print("rag explain: answering once per decoding strategy (6 generations)...", file=sys.stderr)
         e = explain(
@@ -350,9 +353,6 @@ def _cmd_explain(args: argparse.Namespace) -> int:
 def _check_layer_source(e: Any, args: argparse.Namespace) -> int | None:
     from rag.errors import ConfigError
 
-    a = e.attention
-    if args.layer is not None and a is not None and args.layer > a.layers:
-        raise ConfigError(f"--layer {args.layer}: the generator has layers 1 to {a.layers}")
     if args.source is not None and e.prompt is not None and args.source > len(e.prompt.sources):
         raise ConfigError(f"--source {args.source}: the prompt has sources 1 to {len(e.prompt.sources)}")
     return args.layer - 1 if args.layer is not None else None

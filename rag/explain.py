@@ -84,6 +84,7 @@ class PromptView:
     source_spans: list[tuple[int, int]]  # character span of each source block in ``text``
     source_tokens: list[int]  # generator tokens in each block
     other_tokens: int  # system prompt, question, template
+    messages: list[dict[str, str]] = field(default_factory=list)  # the chat messages before the template
 
 
 @dataclass(frozen=True)
@@ -255,6 +256,7 @@ def prompt_view(gen: Generator, packed: PackedPrompt) -> tuple[PromptView, Token
         source_spans=spans,
         source_tokens=counts,
         other_tokens=len(tokens.ids) - sum(counts),
+        messages=packed.messages,
     )
     return view, tokens
 
