@@ -28,6 +28,10 @@ class ChunkerSettings:
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
 
+    def key(self) -> str:
+        """A short label recorded per document: chunks cut with other settings are re-cut on the next sync."""
+        return f"t{self.chunk_tokens}-o{self.chunk_overlap}-m{self.max_tokens}-v{self.version}"
+
 
 @dataclass(frozen=True)
 class Chunk:

@@ -6,12 +6,13 @@ transaction: an interrupted run keeps every finished batch and nothing of the un
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import stat
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,9 +28,13 @@ if TYPE_CHECKING:
 Embed = Callable[[list[str]], "np.ndarray"]
 
 # A batch is embedded and committed when it holds this many chunks (or files): large enough for efficient
-# embedding, small enough that an interrupted run loses little.
+# embedding, small enough that an interrupted run loses little. A single huge file is embedded in slices of
+# BATCH_CHUNKS (memory stays bounded) but committed whole, so no reader ever sees half a document.
 BATCH_CHUNKS = 256
 BATCH_FILES = 64
+# Readers load the FAISS file of the last saved generation (else rebuild it from SQLite): during a long ingest,
+# save it this often so they stay fast.
+SAVE_EVERY_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -48,15 +53,19 @@ class IngestReport:
     added: int = 0
     updated: int = 0
     unchanged: int = 0
+    moved: int = 0  # renamed or moved: the stored chunks and vectors now answer to the new path
+    copied: int = 0  # same bytes as a document already indexed: its chunks and vectors were copied
     removed: int = 0
     chunks_added: int = 0
+    chunks_embedded: int = 0  # chunks_added minus those reused from moved or copied files
     chunks_removed: int = 0
+    reembedded: int = 0  # stored chunks embedded again because the index switched to another embedding model
     skipped: list[SkippedFile] = field(default_factory=list)
     seconds: float = 0.0
 
     @property
     def indexed(self) -> int:
-        return self.added + self.updated
+        return self.added + self.updated + self.moved + self.copied
 
     def skipped_by_reason(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -91,6 +100,8 @@ class _Pending:
     info: DocumentInfo
     chunks: list[Chunk]
     existed: bool
+    reuse_from: str | None = None  # path of a stored document with the same bytes
+    move: bool = False  # ... which is gone from disk: take its rows over instead of copying them
 
 
 def sync(
@@ -102,46 +113,94 @@ def sync(
     delete: bool = True,
     progress: Callable[[Progress], None] | None = None,
 ) -> IngestReport:
-    """Bring the index in line with ``folder``: add new files, replace changed ones, drop vanished ones."""
+    """Bring the index in line with ``folder``: add new files, replace changed ones, drop vanished ones.
+
+    A file is unchanged (and neither read nor embedded) when its size, mtime and chunker settings match what the
+    index recorded, or, after a touch, its sha256. A file whose bytes are already indexed under another path
+    (renamed, moved, copied) reuses those chunks and vectors.
+    """
     started = time.monotonic()
     folder = folder.resolve()
     report = IngestReport(folder=str(folder))
+    settings_key = chunker.settings.key()
     files = list(walk(folder))
     seen: set[str] = set()
     pending: list[_Pending] = []
-    chunks_done = 0
+    moved_to: dict[str, str] = {}  # old path -> new path, for twins found again later in this run
+    last_save = time.monotonic()
+    done = 0
+
+    def tick(path: str | None = None) -> None:
+        if progress:
+            progress(Progress(done, len(files), report.chunks_embedded, time.monotonic() - started, path))
+
+    def embed_all(texts: list[str]) -> np.ndarray:
+        import numpy as np
+
+        parts = []
+        for i in range(0, len(texts), BATCH_CHUNKS):
+            parts.append(embed(texts[i : i + BATCH_CHUNKS]))
+            report.chunks_embedded += len(parts[-1])
+            tick()
+        return np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)
 
     def flush() -> None:
-        nonlocal chunks_done
+        nonlocal last_save
         if not pending:
             return
-        texts = [c.text for p in pending for c in p.chunks]
-        vectors = embed(texts)
+        vectors = embed_all([c.text for p in pending if p.reuse_from is None for c in p.chunks])
         offset = 0
         with store.transaction() as tx:
             for p in pending:
-                n = len(p.chunks)
-                report.chunks_removed += tx.put_document(p.info, p.chunks, vectors[offset : offset + n])
-                offset += n
+                if p.reuse_from is None:
+                    n = len(p.chunks)
+                    report.chunks_removed += tx.put_document(p.info, p.chunks, vectors[offset : offset + n])
+                    offset += n
+                elif p.move:
+                    report.chunks_removed += tx.move_document(p.reuse_from, p.info)
+                else:
+                    removed, copied = tx.copy_document(p.reuse_from, p.info)
+                    report.chunks_removed += removed
+                    report.chunks_added += copied
         for p in pending:
             report.chunks_added += len(p.chunks)
-            if p.existed:
+            if p.reuse_from is not None:
+                report.moved += p.move
+                report.copied += not p.move
+            elif p.existed:
                 report.updated += 1
             else:
                 report.added += 1
-        chunks_done += len(texts)
         pending.clear()
+        if time.monotonic() - last_save > SAVE_EVERY_S:
+            store.save_vectors()
+            last_save = time.monotonic()
 
-    for i, path in enumerate(files):
+    def twin(digest: str, key: str) -> _Pending | None:
+        """A stored document with these bytes and chunker settings, to reuse instead of embedding again."""
+        for other in store.documents_with_hash(digest):
+            if other.chunker != settings_key or other.path == key:
+                continue
+            if other.path in moved_to:  # moved earlier in this run: copy from where it went
+                return _Pending(other, [], False, moved_to[other.path], move=False)
+            gone = not os.path.lexists(other.path)
+            if gone:
+                moved_to[other.path] = key
+            return _Pending(other, [], False, other.path, move=gone)
+        return None
+
+    for path in files:
         report.files_seen += 1
         key = str(path)
         seen.add(key)
-        if progress:
-            progress(Progress(i, len(files), chunks_done, time.monotonic() - started, key))
+        tick(key)
+        done += 1
         try:
             st = path.stat()  # follows symlinks
         except OSError as e:
             reason = "broken-symlink" if path.is_symlink() else "unreadable"
+            if e.errno == errno.ELOOP:
+                reason = "symlink-loop"
             report.skipped.append(SkippedFile(key, reason, e.strerror or ""))
             continue
         if not stat.S_ISREG(st.st_mode):
@@ -154,7 +213,8 @@ def sync(
             report.skipped.append(SkippedFile(key, "too-large", f"{st.st_size} bytes > {MAX_FILE_BYTES}"))
             continue
         old = store.document(key)
-        if old and old.size == st.st_size and old.mtime == st.st_mtime:
+        same_settings = old is not None and old.chunker == settings_key
+        if old and same_settings and old.size == st.st_size and old.mtime == st.st_mtime:
             report.unchanged += 1
             continue
         try:
@@ -164,26 +224,30 @@ def sync(
             report.skipped.append(SkippedFile(key, reason, e.strerror or ""))
             continue
         digest = hashlib.sha256(data).hexdigest()
-        if old and old.content_hash == digest:  # touched, not changed
+        if old and same_settings and old.content_hash == digest:  # touched, not changed
             store.touch_document(key, st.st_mtime)
             report.unchanged += 1
             continue
-        try:
-            doc = load(path, data)
-            chunks = chunker.split(doc)
-        except SkipFile as e:
-            # What was indexed for this file before stays: a file that became unreadable keeps its old text.
-            report.skipped.append(SkippedFile(key, e.reason, e.detail))
-            continue
-        except Exception as e:  # a parser bug on one odd file must not end the run for all the others
-            report.skipped.append(SkippedFile(key, "error", f"{type(e).__name__}: {e}"[:200]))
-            continue
-        if not chunks:
-            report.skipped.append(SkippedFile(key, "empty", "no chunks"))
-            continue
-        info = DocumentInfo(key, digest, st.st_size, st.st_mtime, doc.kind, doc.title, doc.encoding)
-        pending.append(_Pending(info, chunks, old is not None))
-        if len(pending) >= BATCH_FILES or sum(len(p.chunks) for p in pending) >= BATCH_CHUNKS:
+        if (found := twin(digest, key)) is not None:
+            info = replace(found.info, path=key, size=st.st_size, mtime=st.st_mtime)
+            pending.append(replace(found, info=info, existed=old is not None))
+        else:
+            try:
+                doc = load(path, data)
+                chunks = chunker.split(doc)
+            except SkipFile as e:
+                # What was indexed for this file before stays: a file that became unreadable keeps its old text.
+                report.skipped.append(SkippedFile(key, e.reason, e.detail))
+                continue
+            except Exception as e:  # a parser bug on one odd file must not end the run for all the others
+                report.skipped.append(SkippedFile(key, "error", f"{type(e).__name__}: {e}"[:200]))
+                continue
+            if not chunks:
+                report.skipped.append(SkippedFile(key, "empty", "no chunks"))
+                continue
+            info = DocumentInfo(key, digest, st.st_size, st.st_mtime, doc.kind, doc.title, doc.encoding, settings_key)
+            pending.append(_Pending(info, chunks, old is not None))
+        if len(pending) >= BATCH_FILES or sum(len(p.chunks) for p in pending if not p.reuse_from) >= BATCH_CHUNKS:
             flush()
     flush()
 
@@ -194,7 +258,6 @@ def sync(
                 for path_str in gone:
                     report.chunks_removed += tx.remove_document(path_str)
             report.removed = len(gone)
-    if progress:
-        progress(Progress(len(files), len(files), chunks_done, time.monotonic() - started))
+    tick()
     report.seconds = time.monotonic() - started
     return report

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from rag.embedmap import EmbeddingMap, embedding_map
     from rag.errors import (
         ConfigError,
+        IndexBusyError,
         IndexFormatError,
         IndexNotFoundError,
         ModelMismatchError,
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     )
     from rag.explain import Explanation, explain
     from rag.generate import Decoding
+    from rag.store import Problem
     from rag.types import Answer, Hit
 
 _EXPORTS = {
@@ -43,9 +45,11 @@ _EXPORTS = {
     "Explanation": "rag.explain",
     "Hit": "rag.types",
     "Index": "rag.api",
+    "IndexBusyError": "rag.errors",
     "IndexFormatError": "rag.errors",
     "IndexNotFoundError": "rag.errors",
     "IngestReport": "ingest.pipeline",
+    "Problem": "rag.store",
     "ModelMismatchError": "rag.errors",
     "ModelNotFoundError": "rag.errors",
     "Progress": "ingest.pipeline",
@@ -65,11 +69,13 @@ __all__ = [
     "Explanation",
     "Hit",
     "Index",
+    "IndexBusyError",
     "IndexFormatError",
     "IndexNotFoundError",
     "IngestReport",
     "ModelMismatchError",
     "ModelNotFoundError",
+    "Problem",
     "Progress",
     "RagError",
     "SkippedFile",

@@ -20,7 +20,7 @@ from rag.generate import Decoding, GenerationStats, Generator
 from rag.models import resolve_embedder, resolve_generator
 from rag.prompt import PackedPrompt, citations, focus, pack
 from rag.retrieve import search
-from rag.store import Store
+from rag.store import Problem, Store
 from rag.types import Answer, Hit
 
 NO_ANSWER = "The indexed documents do not seem to contain anything relevant to this question."
@@ -38,14 +38,15 @@ class Index:
     def __init__(self, store: Store, config: Config) -> None:
         self.store = store
         self.config = config
-        self._check_embedder()
+        self._accepted_identity: str | None = None  # the index's embedder, once checked against the config
 
     @classmethod
     def open(cls, path: str | Path | None = None, *, config: Config | None = None, create: bool = False) -> Index:
         """Open the index at ``path`` (default: ``config.index``); ``create`` makes an empty one if absent.
 
-        Raises :class:`~rag.errors.IndexNotFoundError` when there is none and ``create`` is false, and
-        :class:`~rag.errors.ModelMismatchError` when it was built with a different embedding model.
+        Raises :class:`~rag.errors.IndexNotFoundError` when there is none and ``create`` is false. Searching an
+        index built with another embedding model raises :class:`~rag.errors.ModelMismatchError`; ingesting with
+        another model re-embeds the stored chunks with it.
         """
         config = config or Config.load()
         directory = Path(path) if path is not None else config.index
@@ -70,19 +71,31 @@ class Index:
     def generator(self) -> Generator:
         return Generator(resolve_generator(self.config.gen_model), self.config.cache_dir, self.config.threads)
 
+    def _embedder_meta(self) -> dict[str, Any]:
+        src = self.embedder.source
+        return {
+            "name": src.name,
+            "identity": src.identity,
+            "dim": self.embedder.dim,
+            "normalized": True,
+            "max_seq_length": self.embedder.max_seq_length,
+        }
+
     def _check_embedder(self) -> None:
         built = self.store.meta.get("embedder")
-        if not built:
+        if not built or built["identity"] == self._accepted_identity:
             return
         wanted = resolve_embedder(self.config.embed_model)
-        if wanted.identity != built["identity"]:
+        if wanted.identity == built["identity"]:
+            self._accepted_identity = wanted.identity
+        else:
             configured = self.config.embed_model
             if configured == built["name"]:  # same name, other files: an update, or another folder
                 configured = f"{configured} ({wanted.identity}, the index has {built['identity']})"
             raise ModelMismatchError(
                 f"index {self.store.directory} was built with embedding model {built['name']!r}, not "
                 f"{configured}; pass the model it was built with (--embed-model or RAG_EMBED_MODEL), "
-                "or build a separate index with --index NEWDIR"
+                "or re-embed the index with the new model by running `rag ingest` with it"
             )
 
     def _chunker(self) -> Chunker:
@@ -96,12 +109,9 @@ class Index:
                 f"--chunk-tokens {settings.chunk_tokens} exceeds what {self.config.embed_model} reads "
                 f"({settings.max_tokens}); use {settings.max_tokens} or less"
             )
-        built = self.store.meta.get("chunker")
-        if built and built != settings.as_dict():
+        if settings.chunk_overlap >= settings.chunk_tokens:
             raise ConfigError(
-                f"index {self.store.directory} was built with chunker settings {built}; ingest with "
-                f"--chunk-tokens {built['chunk_tokens']} --chunk-overlap {built['chunk_overlap']}, "
-                "or build a separate index with --index NEWDIR"
+                f"--chunk-overlap {settings.chunk_overlap} must be less than --chunk-tokens {settings.chunk_tokens}"
             )
         return Chunker(settings, self.embedder.tokenize)
 
@@ -111,30 +121,99 @@ class Index:
         self, folder: str | Path, *, delete: bool = True, progress: Callable[[Progress], None] | None = None
     ) -> IngestReport:
         """Sync ``folder`` into the index: new and changed files are (re)indexed, unchanged ones skipped,
-        and (with ``delete``) documents of files gone from the folder removed. Unreadable files are skipped
-        and listed in the report; they never stop the run."""
+        renamed or copied files reuse their stored vectors, and (with ``delete``) documents of files gone from
+        the folder are removed. Unreadable files are skipped and listed in the report; they never stop the run.
+
+        Several folders can share one index. Files cut with other chunker settings are re-cut; an index built
+        with another embedding model is first re-embedded from its stored chunk text and switched over in one
+        step (searches meanwhile use the old vectors). Raises :class:`~rag.errors.IndexBusyError` when another
+        process is writing to the index.
+        """
         folder = Path(folder)
         if not folder.is_dir():
             what = "is not a folder" if folder.exists() else "does not exist"
             raise SourceNotFoundError(f"{folder} {what}; give the folder of documents to index")
         chunker = self._chunker()
-        if "embedder" not in self.store.meta:
-            src = self.embedder.source
-            self.store.set_meta(
-                {
-                    "embedder": {
-                        "name": src.name,
-                        "identity": src.identity,
-                        "dim": self.embedder.dim,
-                        "normalized": True,
-                        "max_seq_length": self.embedder.max_seq_length,
-                    },
-                    "chunker": chunker.settings.as_dict(),
-                }
-            )
-        report = sync(folder, self.store, chunker, self.embedder.embed_documents, delete=delete, progress=progress)
-        self.store.save_vectors()
+        with self.store.writing():
+            reembedded = self._switch_embedder(progress)
+            if self.store.meta.get("chunker") != chunker.settings.as_dict() or "embedder" not in self.store.meta:
+                self.store.set_meta({"embedder": self._embedder_meta(), "chunker": chunker.settings.as_dict()})
+            report = sync(folder, self.store, chunker, self.embedder.embed_documents, delete=delete, progress=progress)
+            report.reembedded = reembedded
+            if self.store.dim is not None:
+                self.store.save_vectors()
         return report
+
+    def _switch_embedder(self, progress: Callable[[Progress], None] | None) -> int:
+        """Re-embed every stored chunk with the configured model if the index was built with another one."""
+        built = self.store.meta.get("embedder")
+        if not built or built["identity"] == self.embedder.source.identity:
+            return 0
+        started = time.monotonic()
+        self.store.begin_vector_set(self._embedder_meta())
+        total = self.store.counts()[1]
+        done = 0
+        while batch := self.store.chunks_without_next_vector(256):
+            ids = [chunk_id for chunk_id, _ in batch]
+            self.store.put_next_vectors(ids, self.embedder.embed_documents([text for _, text in batch]))
+            done += len(batch)
+            if progress:
+                progress(Progress(0, 0, done, time.monotonic() - started, f"re-embedding {done}/{total} chunks"))
+        self.store.switch_vector_set()
+        return done
+
+    def remove(self, paths: list[str | Path]) -> int:
+        """Remove the documents of these files, or of every file under these folders; returns documents removed.
+
+        Paths need not exist on disk any more. Raises :class:`~rag.errors.SourceNotFoundError` naming a path
+        that matches nothing in the index (and then removes nothing).
+        """
+        targets: list[str] = []
+        for given in paths:
+            absolute = str(Path(given).expanduser().absolute().resolve())
+            matched = [d.path for d in self.store.documents(under=absolute)]
+            if self.store.document(absolute) is not None:
+                matched.append(absolute)
+            if not matched:
+                raise SourceNotFoundError(f"{given} matches no indexed document; see `rag status` for what is indexed")
+            targets.extend(matched)
+        with self.store.transaction() as tx:
+            for path in dict.fromkeys(targets):
+                tx.remove_document(path)
+        self.store.save_vectors()
+        return len(dict.fromkeys(targets))
+
+    def doctor(self, *, repair: bool = False) -> list[Problem]:
+        """Check the index: FAISS ids against chunk rows, orphan rows, stored meta against the configured models.
+
+        Returns what is wrong (an empty list when healthy). With ``repair``, orphan rows are deleted and the FAISS
+        file rebuilt from SQLite first, and what remains is returned.
+        """
+        if repair:
+            self.store.repair()
+        elif self.store.dim is not None:
+            _ = self.store.vectors  # a FAISS file left stale by a crash is rebuilt and saved here, as on any open
+        problems = self.store.check()
+        try:
+            self._check_embedder()
+        except ModelMismatchError as e:
+            problems.append(Problem("embedder-mismatch", str(e), 1))
+        if "embedder_next" in self.store.meta:
+            name = self.store.meta["embedder_next"]["name"]
+            problems.append(
+                Problem(
+                    "reembed-unfinished",
+                    f"re-embedding with {name!r} was interrupted; "
+                    f"run `rag ingest` with --embed-model {name} to finish it",
+                    1,
+                )
+            )
+        return problems
+
+    def reindex(self) -> int:
+        """Rebuild the FAISS file from the vectors stored in SQLite; returns how many vectors it holds."""
+        self.store.repair()
+        return len(self.store.vectors)
 
     def _similarity(self, question: str, texts: list[str]) -> list[float]:
         vectors = self.embedder.embed_documents(texts)  # (n, dim), normalised: a dot product is cosine
@@ -148,6 +227,8 @@ class Index:
             raise ConfigError("the question is empty; ask something")
         if self.store.dim is None:
             return []
+        self.store.refresh()
+        self._check_embedder()
         return search(self.store, self.embedder, query, k or self.config.top_k, min_score)
 
     def ask(

@@ -107,6 +107,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     mp.add_argument("--out", metavar="DIR", default=".", help="folder for map-<method>.png (default .)")
 
+    rm = sub.add_parser("remove", parents=[common], help="remove documents (files, or every file under folders)")
+    rm.add_argument("paths", nargs="+", metavar="PATH", help="indexed file or folder; need not exist on disk")
+
+    doc = sub.add_parser("doctor", parents=[common], help="check the index for inconsistencies (exit 1 if any)")
+    doc.add_argument("--repair", action="store_true", help="delete orphan rows and rebuild the FAISS file")
+    sub.add_parser("reindex", parents=[common], help="rebuild the FAISS file from the vectors SQLite holds")
+
     sub.add_parser("status", parents=[common], help="documents, chunks, models and settings of the index")
     sub.add_parser("config", parents=[common], help="the effective settings and where models come from")
     return p
@@ -184,9 +191,10 @@ class _ProgressLine:
         if 0 < p.files_done < p.files_total:
             left = p.elapsed / p.files_done * (p.files_total - p.files_done)
             eta = f" · ETA {int(left // 60)}:{int(left % 60):02d}"
-        line = f"ingest: {p.files_done}/{p.files_total} files · {p.chunks} chunks · {rate:.1f} chunks/s{eta}"
+        files = f"{p.files_done}/{p.files_total} files · " if p.files_total else ""
+        line = f"ingest: {files}{p.chunks} chunks · {rate:.1f} chunks/s{eta}"
         if p.path:
-            line += f" · {Path(p.path).name}"
+            line += f" · {Path(p.path).name if p.files_total else p.path}"
         line = line[:120]
         self.stream.write("\r" + line.ljust(self.width))
         self.width = len(line)
@@ -228,16 +236,19 @@ def _report_dict(r: IngestReport) -> dict[str, Any]:
 
 
 def _print_report(r: IngestReport, docs: int, chunks: int) -> None:
-    rate = f", {r.chunks_added / r.seconds:.1f} chunks/s" if r.chunks_added and r.seconds else ""
+    rate = f", {r.chunks_embedded / r.seconds:.1f} chunks/s" if r.chunks_embedded and r.seconds else ""
+    reused = f" · {r.moved} moved · {r.copied} copied" if r.moved or r.copied else ""
     print(
-        f"{_show(r.folder)}: {r.files_seen} files · {r.added} added · {r.updated} updated · "
+        f"{_show(r.folder)}: {r.files_seen} files · {r.added} added · {r.updated} updated{reused} · "
         f"{r.unchanged} unchanged · {r.removed} removed · {len(r.skipped)} skipped"
     )
+    if r.reembedded:
+        print(f"re-embedded {r.reembedded} stored chunks with the new embedding model")
     print(
-        f"embedded {r.chunks_added} chunks in {r.seconds:.1f} s{rate}; index now holds {docs} documents, "
+        f"embedded {r.chunks_embedded} chunks in {r.seconds:.1f} s{rate}; index now holds {docs} documents, "
         f"{chunks} chunks"
     )
-    if r.indexed == 0 and r.removed == 0:
+    if r.chunks_embedded == 0 and r.removed == 0 and not r.moved and not r.copied:
         print("nothing changed: no file needed embedding")
     if r.skipped:
         print("skipped: " + ", ".join(f"{n} {reason}" for reason, n in r.skipped_by_reason().items()))
@@ -411,6 +422,46 @@ def _cmd_map(args: argparse.Namespace) -> int:
     for h in emap.hits:
         print(f"{h['rank']:>2}. {h['score']:.3f}  {_show(h['path'])}  at ({h['x']:.2f}, {h['y']:.2f})")
     print(f"wrote {_show(str(path))} ({width}x{height})")
+
+
+# --- remove / doctor / reindex --------------------------------------------------------------------------------
+
+
+def _cmd_remove(args: argparse.Namespace) -> int:
+    with _open(_config(args)) as index:
+        removed = index.remove(args.paths)
+        docs, chunks = index.store.counts()
+    if args.json:
+        _dump({"removed": removed, "index": {"documents": docs, "chunks": chunks}})
+    else:
+        print(f"removed {removed} documents; index now holds {docs} documents, {chunks} chunks")
+    return 0
+
+
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    with _open(_config(args)) as index:
+        problems = index.doctor(repair=args.repair)
+        docs, chunks = index.store.counts()
+    if args.json:
+        _dump({"ok": not problems, "repaired": args.repair, "problems": [vars(p) for p in problems]})
+    elif problems:
+        for p in problems:
+            print(f"{p.kind}: {p.detail}")
+        if not args.repair:
+            print("run `rag doctor --repair` to fix what can be fixed")
+    else:
+        print(f"ok: {docs} documents, {chunks} chunks, FAISS and SQLite agree")
+    return 1 if problems else 0
+
+
+def _cmd_reindex(args: argparse.Namespace) -> int:
+    started = time.monotonic()
+    with _open(_config(args)) as index:
+        n = index.reindex()
+    if args.json:
+        _dump({"vectors": n, "seconds": time.monotonic() - started})
+    else:
+        print(f"rebuilt the FAISS index from SQLite: {n} vectors in {time.monotonic() - started:.1f} s")
     return 0
 
 
@@ -479,6 +530,9 @@ _COMMANDS = {
     "ask": _cmd_ask,
     "explain": _cmd_explain,
     "map": _cmd_map,
+    "remove": _cmd_remove,
+    "doctor": _cmd_doctor,
+    "reindex": _cmd_reindex,
     "status": _cmd_status,
     "config": _cmd_config,
 }

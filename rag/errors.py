@@ -27,3 +27,7 @@ class ModelNotFoundError(RagError):
 
 class SourceNotFoundError(RagError):
     """A folder or file given to ingest does not exist or cannot be read."""
+
+
+class IndexBusyError(RagError):
+    """Another process is writing to the index (one writer at a time; readers are never blocked)."""

@@ -9,7 +9,9 @@ prompts: it keeps what it is given.
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,11 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from sqlalchemy import ForeignKey, LargeBinary, create_engine, delete, event, func, select
+from sqlalchemy import ForeignKey, LargeBinary, UniqueConstraint, create_engine, delete, event, func, insert, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from rag.errors import IndexFormatError, IndexNotFoundError
+from rag.errors import IndexBusyError, IndexFormatError, IndexNotFoundError
 from rag.vectors import VectorIndex
 
 if TYPE_CHECKING:
@@ -29,8 +31,9 @@ if TYPE_CHECKING:
 
     from ingest.chunking import Chunk
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 DB_NAME = "index.db"
+LOCK_NAME = "write.lock"
 
 
 class Base(DeclarativeBase):
@@ -47,13 +50,17 @@ class DocumentRow(Base):
     kind: Mapped[str]  # text | markdown | rst | html | pdf | code
     title: Mapped[str | None]
     encoding: Mapped[str | None]
+    chunker: Mapped[str]  # ChunkerSettings.key() the chunks were cut with: a change re-chunks the file
     indexed_at: Mapped[float]
 
 
 class ChunkRow(Base):
     __tablename__ = "chunks"
     # AUTOINCREMENT: ids are never reused, so a stale FAISS id can never point at a newer chunk.
-    __table_args__: ClassVar[dict[str, bool]] = {"sqlite_autoincrement": True}
+    __table_args__: ClassVar[tuple[Any, ...]] = (
+        UniqueConstraint("document_id", "ordinal"),  # a document can never hold a chunk twice
+        {"sqlite_autoincrement": True},
+    )
     id: Mapped[int] = mapped_column(primary_key=True)  # == FAISS id
     document_id: Mapped[int] = mapped_column(ForeignKey("documents.id", ondelete="CASCADE"), index=True)
     ordinal: Mapped[int]
@@ -69,6 +76,14 @@ class VectorRow(Base):
     __tablename__ = "vectors"
     chunk_id: Mapped[int] = mapped_column(ForeignKey("chunks.id", ondelete="CASCADE"), primary_key=True)
     data: Mapped[bytes] = mapped_column(LargeBinary)  # (dim,) little-endian float32, L2-normalised
+
+
+class NextVectorRow(Base):
+    """Vectors of a new embedding model, filled in batches while the old set keeps serving; see switch_vectors."""
+
+    __tablename__ = "vectors_next"
+    chunk_id: Mapped[int] = mapped_column(ForeignKey("chunks.id", ondelete="CASCADE"), primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class MetaRow(Base):
@@ -88,6 +103,7 @@ class DocumentInfo:
     kind: str
     title: str | None = None
     encoding: str | None = None
+    chunker: str = ""
 
 
 @dataclass(frozen=True)
@@ -130,6 +146,8 @@ class Store:
         self.directory = directory
         self._engine = engine
         self._vectors: VectorIndex | None = None
+        self._lock_fd: int | None = None
+        self._lock_depth = 0
         self.meta: dict[str, Any] = self._read_meta()
 
     @classmethod
@@ -176,8 +194,15 @@ class Store:
                 "point --index at another directory or move this one away"
             ) from None
 
+    def refresh(self) -> None:
+        """Catch up with writes made by other processes since this store was opened (or last refreshed)."""
+        meta = self._read_meta()
+        if meta.get("generation") != self.meta.get("generation") or meta.get("embedder") != self.meta.get("embedder"):
+            self._vectors = None
+        self.meta = meta
+
     def set_meta(self, values: dict[str, Any]) -> None:
-        with Session(self._engine) as s, s.begin():
+        with self.writing(), Session(self._engine) as s, s.begin():
             for key, value in values.items():
                 s.merge(MetaRow(key=key, value=json.dumps(value)))
         self.meta.update(values)
@@ -264,12 +289,26 @@ class Store:
             if dim is None:
                 raise IndexNotFoundError(f"index at {self.directory} is empty; run `rag ingest FOLDER` first")
             path = self._vectors_path(self.meta["generation"])
-            loaded = VectorIndex.load(path, dim) if path.is_file() else None
+            try:
+                loaded = VectorIndex.load(path, dim) if path.is_file() else None
+            except (RuntimeError, ValueError):  # damaged or foreign file: it is only a cache
+                loaded = None
             if loaded is not None and len(loaded) == self.counts()[1]:
                 self._vectors = loaded
             else:
                 self._vectors = self.rebuild_vectors()
+                self._save_if_idle()
         return self._vectors
+
+    def _save_if_idle(self) -> None:
+        """After a crash left the FAISS file stale, the first process to notice writes it, unless a writer is busy
+        (it will save its own); readers never wait for the lock."""
+        try:
+            with self.writing():
+                if self._read_meta().get("generation") == self.meta["generation"]:
+                    self.save_vectors()
+        except (IndexBusyError, OSError):  # busy, or a read-only index directory
+            pass
 
     def rebuild_vectors(self) -> VectorIndex:
         """A fresh FAISS index from the vectors stored in SQLite (does not write it to disk)."""
@@ -290,35 +329,235 @@ class Store:
     def save_vectors(self) -> None:
         """Persist the FAISS index for the current generation and drop older files."""
         generation = self.meta["generation"]
-        self.vectors.save(self._vectors_path(generation))
-        for old in self.directory.glob("vectors-*.faiss"):
-            if old != self._vectors_path(generation):
-                old.unlink(missing_ok=True)
+        with self.writing():
+            self.vectors.save(self._vectors_path(generation))
+            for old in self.directory.glob("vectors-*.faiss"):
+                if old != self._vectors_path(generation):
+                    old.unlink(missing_ok=True)
 
     def touch_document(self, path: str, mtime: float) -> None:
         """Record a new mtime for a file whose content did not change, so later syncs skip it without hashing."""
-        with Session(self._engine) as s, s.begin():
+        with self.writing(), Session(self._engine) as s, s.begin():
             row = s.scalar(select(DocumentRow).where(DocumentRow.path == path))
             if row is not None:
                 row.mtime = mtime
 
+    def documents_with_hash(self, content_hash: str) -> list[DocumentInfo]:
+        """Stored documents with these exact bytes: a renamed, moved or copied file reuses their chunks."""
+        with Session(self._engine) as s:
+            rows = s.scalars(select(DocumentRow).where(DocumentRow.content_hash == content_hash))
+            return [_info(row) for row in rows]
+
     # --- writes -----------------------------------------------------------------------------------------------
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        """Hold the index's writer lock. One process writes at a time; a second one gets :class:`IndexBusyError`
+        at once instead of waiting. Re-entrant within this object. The OS drops the lock when the holder exits,
+        however it exits (kill -9 included), so a crash never leaves the index locked."""
+        if self._lock_fd is not None:
+            self._lock_depth += 1
+            try:
+                yield
+            finally:
+                self._lock_depth -= 1
+            return
+        fd = os.open(self.directory / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            os.close(fd)
+            who = f" (pid {holder})" if holder.isdigit() else ""
+            raise IndexBusyError(
+                f"index {self.directory} is being written by another process{who}; wait for it to finish "
+                "(searching and asking work meanwhile), or use another --index"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._lock_fd = fd
+        try:
+            yield
+        finally:
+            self._lock_fd = None
+            os.close(fd)
 
     @contextmanager
     def transaction(self) -> Iterator[Transaction]:
         """One atomic write: all documents put or removed inside commit together, or not at all."""
-        vectors = self.vectors if self.dim is not None else None
-        with Session(self._engine) as session, session.begin():
-            tx = Transaction(session, self.meta.get("embedder", {}).get("dim"))
-            yield tx
+        with self.writing():
+            vectors = self.vectors if self.dim is not None else None
+            with Session(self._engine) as session, session.begin():
+                tx = Transaction(session, self.meta.get("embedder", {}).get("dim"))
+                yield tx
+                generation = int(self.meta["generation"]) + 1
+                session.merge(MetaRow(key="generation", value=json.dumps(generation)))
+            # Committed: mirror the change in memory. On disk the FAISS file is stale until save_vectors().
+            self.meta["generation"] = generation
+            if vectors is not None:
+                vectors.remove(tx.removed_ids)
+                for ids, vecs in tx.added:
+                    vectors.add(ids, vecs)
+
+    # --- a new embedding model: a second vector set, built from the stored chunk text, then switched in --------
+
+    def begin_vector_set(self, embedder: dict[str, Any]) -> None:
+        """Start (or resume) building vectors for ``embedder`` (its meta record) beside the current ones."""
+        with self.writing():
+            if self.meta.get("embedder_next", {}).get("identity") != embedder["identity"]:
+                with Session(self._engine) as s, s.begin():
+                    s.execute(delete(NextVectorRow))  # a half-built set for some other model
+                self.set_meta({"embedder_next": embedder})
+
+    def chunks_without_next_vector(self, limit: int) -> list[tuple[int, str]]:
+        """(chunk id, text) of up to ``limit`` chunks the new vector set still lacks."""
+        with Session(self._engine) as s:
+            rows = s.execute(
+                select(ChunkRow.id, ChunkRow.text)
+                .outerjoin(NextVectorRow, NextVectorRow.chunk_id == ChunkRow.id)
+                .where(NextVectorRow.chunk_id.is_(None))
+                .order_by(ChunkRow.id)
+                .limit(limit)
+            )
+            return [(r[0], r[1]) for r in rows]
+
+    def put_next_vectors(self, ids: list[int], vectors: np.ndarray) -> None:
+        """Commit one batch of the new set; an interrupted rebuild resumes after the last committed batch."""
+        import numpy as np
+
+        vecs = np.ascontiguousarray(vectors, dtype="<f4")
+        with self.writing(), Session(self._engine) as s, s.begin():
+            s.add_all(NextVectorRow(chunk_id=i, data=v.tobytes()) for i, v in zip(ids, vecs, strict=True))
+
+    def switch_vector_set(self) -> None:
+        """Make the new set current in one transaction: readers see the old model's vectors or the new one's."""
+        with self.writing():
+            embedder = self.meta["embedder_next"]
             generation = int(self.meta["generation"]) + 1
-            session.merge(MetaRow(key="generation", value=json.dumps(generation)))
-        # Committed: mirror the change in memory. On disk the FAISS file is now stale until save_vectors().
-        self.meta["generation"] = generation
-        if vectors is not None:
-            vectors.remove(tx.removed_ids)
-            for ids, vecs in tx.added:
-                vectors.add(ids, vecs)
+            with Session(self._engine) as s, s.begin():
+                s.execute(delete(VectorRow))
+                s.execute(
+                    insert(VectorRow).from_select(
+                        ["chunk_id", "data"], select(NextVectorRow.chunk_id, NextVectorRow.data)
+                    )
+                )
+                s.execute(delete(NextVectorRow))
+                s.execute(delete(MetaRow).where(MetaRow.key == "embedder_next"))
+                s.merge(MetaRow(key="embedder", value=json.dumps(embedder)))
+                s.merge(MetaRow(key="generation", value=json.dumps(generation)))
+            self.meta.pop("embedder_next", None)
+            self.meta.update(embedder=embedder, generation=generation)
+            self._vectors = None
+            self.save_vectors()
+
+    # --- consistency ------------------------------------------------------------------------------------------
+
+    def check(self) -> list[Problem]:
+        """Everything that is inconsistent in the index; an empty list means healthy."""
+        self.refresh()
+        problems: list[Problem] = []
+        with Session(self._engine) as s:
+            no_vector = s.scalar(
+                select(func.count())
+                .select_from(ChunkRow)
+                .outerjoin(VectorRow, VectorRow.chunk_id == ChunkRow.id)
+                .where(VectorRow.chunk_id.is_(None))
+            )
+            orphan_vectors = s.scalar(
+                select(func.count())
+                .select_from(VectorRow)
+                .outerjoin(ChunkRow, VectorRow.chunk_id == ChunkRow.id)
+                .where(ChunkRow.id.is_(None))
+            )
+            orphan_chunks = s.scalar(
+                select(func.count())
+                .select_from(ChunkRow)
+                .outerjoin(DocumentRow, ChunkRow.document_id == DocumentRow.id)
+                .where(DocumentRow.id.is_(None))
+            )
+            empty_docs = s.scalar(
+                select(func.count())
+                .select_from(DocumentRow)
+                .outerjoin(ChunkRow, ChunkRow.document_id == DocumentRow.id)
+                .where(ChunkRow.id.is_(None))
+            )
+            dim = self.dim
+            bad_dim = (
+                s.scalar(select(func.count()).select_from(VectorRow).where(func.length(VectorRow.data) != dim * 4))
+                if dim
+                else 0
+            )
+        for count, kind, what in (
+            (no_vector, "chunk-without-vector", "chunks have no stored vector"),
+            (orphan_vectors, "orphan-vector", "stored vectors belong to no chunk"),
+            (orphan_chunks, "orphan-chunk", "chunks belong to no document"),
+            (empty_docs, "document-without-chunks", "documents have no chunks"),
+            (bad_dim, "vector-dimension", f"stored vectors are not {dim}-dimensional"),
+        ):
+            if count:
+                problems.append(Problem(kind, f"{count} {what}", int(count)))
+        if dim is not None:
+            problems.extend(self._check_faiss())
+        return problems
+
+    def _check_faiss(self) -> list[Problem]:
+        path = self._vectors_path(self.meta["generation"])
+        if not path.is_file():
+            return [
+                Problem(
+                    "faiss-stale",
+                    f"no FAISS file for generation {self.meta['generation']} (rebuilt in "
+                    "memory on every open until repaired)",
+                    1,
+                )
+            ]
+        try:
+            loaded = VectorIndex.load(path, int(self.dim or 0))
+        except Exception as e:  # a damaged file: faiss raises RuntimeError, a wrong dimension ValueError
+            return [Problem("faiss-unreadable", f"{path.name}: {e}".splitlines()[0][:200], 1)]
+        faiss_ids = set(loaded.ids().tolist())
+        chunk_ids = set(self.chunk_ids())
+        problems = []
+        if missing := len(chunk_ids - faiss_ids):
+            problems.append(Problem("faiss-missing-ids", f"{missing} chunks are not in {path.name}", missing))
+        if extra := len(faiss_ids - chunk_ids):
+            problems.append(Problem("faiss-extra-ids", f"{extra} ids in {path.name} match no chunk", extra))
+        if len(loaded) != len(faiss_ids):
+            dup = len(loaded) - len(faiss_ids)
+            problems.append(Problem("faiss-duplicate-ids", f"{dup} duplicate ids in {path.name}", dup))
+        return problems
+
+    def repair(self) -> None:
+        """Delete orphan rows and chunks without vectors' documents, then rebuild the FAISS file from SQLite."""
+        with self.writing():
+            with Session(self._engine) as s, s.begin():
+                s.execute(delete(VectorRow).where(VectorRow.chunk_id.not_in(select(ChunkRow.id))))
+                s.execute(delete(ChunkRow).where(ChunkRow.document_id.not_in(select(DocumentRow.id))))
+                # A document whose chunks lost their vectors is dropped whole: the next sync re-adds it.
+                lost = (
+                    select(ChunkRow.document_id)
+                    .outerjoin(VectorRow, VectorRow.chunk_id == ChunkRow.id)
+                    .where(VectorRow.chunk_id.is_(None))
+                )
+                s.execute(delete(DocumentRow).where(DocumentRow.id.in_(lost)))
+                s.execute(delete(DocumentRow).where(DocumentRow.id.not_in(select(ChunkRow.document_id))))
+                if self.dim:
+                    s.execute(delete(VectorRow).where(func.length(VectorRow.data) != self.dim * 4))
+                generation = int(self.meta["generation"]) + 1
+                s.merge(MetaRow(key="generation", value=json.dumps(generation)))
+            self.meta["generation"] = generation
+            self._vectors = None
+            if self.dim is not None:
+                self.save_vectors()
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One inconsistency found by :meth:`Store.check`."""
+
+    kind: str  # stable label, e.g. faiss-stale, orphan-chunk
+    detail: str
+    count: int
 
 
 class Transaction:
@@ -339,6 +578,55 @@ class Transaction:
         self._s.execute(delete(DocumentRow).where(DocumentRow.id == doc_id))  # cascades to chunks and vectors
         self.removed_ids.extend(ids)
         return len(ids)
+
+    def move_document(self, old_path: str, info: DocumentInfo) -> int:
+        """A renamed or moved file: the stored document takes the new path, keeping its chunks and vectors.
+        Returns how many chunks of a document already at the new path were replaced."""
+        removed = self.remove_document(info.path)
+        row = self._s.scalar(select(DocumentRow).where(DocumentRow.path == old_path))
+        if row is None:
+            raise ValueError(f"no document at {old_path}")
+        row.path, row.size, row.mtime = info.path, info.size, info.mtime
+        return removed
+
+    def copy_document(self, source_path: str, info: DocumentInfo) -> tuple[int, int]:
+        """A file with the same bytes as the stored ``source_path``: index it with copies of that document's chunks
+        and vectors instead of embedding again. Returns (chunks replaced at ``info.path``, chunks copied)."""
+        import numpy as np
+
+        removed = self.remove_document(info.path)
+        src = self._s.scalar(select(DocumentRow.id).where(DocumentRow.path == source_path))
+        if src is None:
+            raise ValueError(f"no document at {source_path}")
+        doc = DocumentRow(**vars(info), indexed_at=time.time())
+        self._s.add(doc)
+        self._s.flush()
+        pairs = self._s.execute(
+            select(ChunkRow, VectorRow.data)
+            .join(VectorRow, VectorRow.chunk_id == ChunkRow.id)
+            .where(ChunkRow.document_id == src)
+            .order_by(ChunkRow.ordinal)
+        ).all()
+        rows = [
+            ChunkRow(
+                document_id=doc.id,
+                ordinal=c.ordinal,
+                text=c.text,
+                start=c.start,
+                end=c.end,
+                page=c.page,
+                heading=c.heading,
+                token_count=c.token_count,
+            )
+            for c, _ in pairs
+        ]
+        self._s.add_all(rows)
+        self._s.flush()
+        self._s.add_all(VectorRow(chunk_id=r.id, data=data) for r, (_, data) in zip(rows, pairs, strict=True))
+        if rows:
+            vecs = np.frombuffer(b"".join(data for _, data in pairs), dtype="<f4").reshape(len(rows), -1)
+            self.added.append((np.array([r.id for r in rows], dtype=np.int64), vecs))
+        return removed, len(rows)
 
     def put_document(self, info: DocumentInfo, chunks: list[Chunk], vectors: np.ndarray) -> int:
         """Insert (or replace) a document with its chunks and their (n, dim) vectors; returns chunks removed."""
@@ -362,4 +650,4 @@ class Transaction:
 
 
 def _info(row: DocumentRow) -> DocumentInfo:
-    return DocumentInfo(row.path, row.content_hash, row.size, row.mtime, row.kind, row.title, row.encoding)
+    return DocumentInfo(row.path, row.content_hash, row.size, row.mtime, row.kind, row.title, row.encoding, row.chunker)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from rag import Config, Index
+from rag.models import bundled_embedder_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_DOCS = ROOT / "sample_docs"
@@ -63,3 +64,15 @@ def fresh_index(tmp_path: Path, sample_index: Index) -> Index:
     index.generator = sample_index.generator
     yield index
     index.close()
+
+
+@pytest.fixture(scope="session")
+def other_embedder_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real, different sentence-transformers model: MiniLM plus a projection to 64 dimensions."""
+    from sentence_transformers import SentenceTransformer, models
+
+    base = SentenceTransformer(str(bundled_embedder_dir()), device="cpu")
+    other = SentenceTransformer(modules=[base[0], base[1], models.Dense(384, 64)], device="cpu")
+    path = tmp_path_factory.mktemp("other-model")
+    other.save(str(path))
+    return path

@@ -109,22 +109,10 @@ def test_missing_folder_is_a_typed_error(fresh_index: Index, tmp_path: Path) -> 
         fresh_index.ingest(tmp_path / "no-such-folder")
 
 
-@pytest.fixture(scope="module")
-def other_embedder_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real, different sentence-transformers model: MiniLM plus a projection to 64 dimensions."""
-    from sentence_transformers import SentenceTransformer, models
-
-    base = SentenceTransformer(str(bundled_embedder_dir()), device="cpu")
-    other = SentenceTransformer(modules=[base[0], base[1], models.Dense(384, 64)], device="cpu")
-    path = tmp_path_factory.mktemp("other-model")
-    other.save(str(path))
-    return path
-
-
 def test_mismatched_embedding_model_is_refused(sample_index: Index, other_embedder_dir: Path) -> None:
     config = Config.load(index=sample_index.store.directory, embed_model=str(other_embedder_dir))
-    with pytest.raises(ModelMismatchError) as err:
-        Index.open(config=config)
+    with Index.open(config=config) as index, pytest.raises(ModelMismatchError) as err:
+        index.search("beam search")
     message = str(err.value)
     assert "all-MiniLM-L6-v2" in message and "--embed-model" in message and str(other_embedder_dir) in message
 

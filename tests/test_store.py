@@ -29,8 +29,8 @@ def test_saved_vectors_reload_and_rebuild_identically(sample_index: Index) -> No
         reopened.close()
 
 
-def _chunk(text: str) -> Chunk:
-    return Chunk(0, text, 0, len(text), 3)
+def _chunk(text: str, ordinal: int = 0) -> Chunk:
+    return Chunk(ordinal, text, 0, len(text), 3)
 
 
 def _unit(dim: int, seed: int) -> np.ndarray:
@@ -60,7 +60,7 @@ def test_replacing_a_document_keeps_no_old_chunks(tmp_path) -> None:
     store.set_meta({"embedder": {"dim": 8}})
     info = DocumentInfo("/a.txt", "h1", 1, 1.0, "text")
     with store.transaction() as tx:
-        tx.put_document(info, [_chunk("old one"), _chunk("old two")], np.vstack([_unit(8, 1), _unit(8, 2)]))
+        tx.put_document(info, [_chunk("old one"), _chunk("old two", 1)], np.vstack([_unit(8, 1), _unit(8, 2)]))
     with store.transaction() as tx:
         removed = tx.put_document(info, [_chunk("new")], _unit(8, 3))
     assert removed == 2
