@@ -1,6 +1,7 @@
 """Is the source with the largest attention share the one the answer cites, or the one that holds the answer?
 
-    python scripts/attribution_check.py --index DIR QUESTIONS.jsonl [--limit N] [--stride 2] [--out FILE.json]
+    python scripts/attribution_check.py --index DIR QUESTIONS.jsonl [--stride 2] [--offset N] [--limit N] [--out F]
+    python scripts/attribution_check.py --merge F1.json F2.json ...   # one summary over shards run in parallel
 
 QUESTIONS.jsonl lines need "question" and "answers"; sample_docs/questions.jsonl and
 ../shared/eval/xquad-en/questions.jsonl both qualify. For XQuAD use ``--stride 2`` (even line indices: the tuning
@@ -127,15 +128,28 @@ def summarise(rows: list[dict]) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("questions", type=Path)
-    p.add_argument("--index", required=True)
-    p.add_argument("--limit", type=int, help="first N questions (after --stride)")
+    p.add_argument("questions", type=Path, nargs="?")
+    p.add_argument("--index")
+    p.add_argument("--merge", type=Path, nargs="+", metavar="FILE", help="summarise the rows of earlier --out files")
+    p.add_argument("--offset", type=int, default=0, help="skip the first N questions (after --stride)")
+    p.add_argument("--limit", type=int, help="first N questions (after --stride and --offset)")
     p.add_argument("--stride", type=int, default=1, help="every Nth line from line 0 (2: XQuAD tuning half)")
     p.add_argument("--max-new-tokens", type=int, default=32)
     p.add_argument("--out", type=Path, help="write per-question rows and the summary as JSON")
     args = p.parse_args()
+    if args.merge:
+        rows, seen = [], set()
+        for path in args.merge:  # shards may overlap: the first row of each question counts
+            for row in json.loads(path.read_text())["rows"]:
+                if row["id"] not in seen:
+                    seen.add(row["id"])
+                    rows.append(row)
+        print(json.dumps(summarise(rows), indent=2))
+        return
+    if not args.questions or not args.index:
+        p.error("give QUESTIONS and --index (or --merge FILES)")
     lines = [line for line in args.questions.read_text().splitlines() if line.strip()]
-    questions = [json.loads(line) for line in lines[:: args.stride]][: args.limit]
+    questions = [json.loads(line) for line in lines[:: args.stride]][args.offset :][: args.limit]
     rows = []
     started = time.perf_counter()
     with Index.open(args.index) as index:
