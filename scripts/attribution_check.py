@@ -97,9 +97,14 @@ def summarise(rows: list[dict]) -> dict:
         "answer_correct": round(statistics.mean(r["correct"] for r in used), 3) if used else None,
         "gold_rank_histogram": dict(sorted(Counter(str(r["gold_rank"]) for r in rows).items())),
     }
-    for target in ("cited", "holding"):
+    for name, target, keep in (
+        ("cited", "cited", lambda r: r["cited"]),
+        ("holding", "holding", lambda r: r["holding"]),
+        # The strict case: exactly one of several sources holds the answer, so chance is 1 / sources.
+        ("the_only_holding", "holding", lambda r: len(r["holding"]) == 1),
+    ):
         # Only questions where the target exists and there is a choice to make.
-        pool = [r for r in multi if r[target]]
+        pool = [r for r in multi if keep(r)]
         agree: dict[str, float] = {}
         for signal in pool[0]["picks"] if pool else []:
             hits = [
@@ -122,7 +127,7 @@ def summarise(rows: list[dict]) -> dict:
             best = max(range(layers), key=lambda i: per_layer[i])
             agree["best single layer"] = round(per_layer[best], 3)
             agree["best layer (1-based)"] = best + 1
-        out[f"agrees_with_{target}"] = {"questions": len(pool), **agree}
+        out[f"agrees_with_{name}"] = {"questions": len(pool), **agree}
     return out
 
 
