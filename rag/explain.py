@@ -191,6 +191,7 @@ def retrieval_stages(
     hits: list[Hit] = [h for h in deep[:k] if h.score >= config.min_score]
     settings = {"mode": "dense", "k": k, "min_score": config.min_score, "searched": len(deep)}
     packed = None
+    excerpt_of: dict[int, str] = {}
     if hits:
         gen = index.generator
         budget = min(config.context_tokens, gen.context_window) - max_new_tokens
@@ -199,8 +200,8 @@ def retrieval_stages(
         excerpts = focus(question, hits, index._similarity, config.focus_sentences) if config.focus_sentences else None
         packed = pack(question, hits, gen.count, budget, excerpts)
         settings["context_budget"] = budget
+        excerpt_of = {h.chunk_id: t for h, t in zip(hits, excerpts or [h.text for h in hits], strict=True)}
     source_of = {h.chunk_id: n for n, h in enumerate(packed.sources if packed else [], start=1)}
-    shown = dict(zip([h.chunk_id for h in packed.sources], packed.excerpts, strict=True)) if packed else {}
     rank_of = {h.chunk_id: n for n, h in enumerate(hits, start=1)}
     out = []
     for dense_rank, h in enumerate(deep, start=1):
@@ -211,7 +212,7 @@ def retrieval_stages(
             reason = f"below min_score {config.min_score:g}"
         elif dense_rank > k:
             reason = f"beyond k={k}"
-        elif not shown.get(h.chunk_id, "x").strip() or (config.focus_sentences and h.chunk_id not in shown):
+        elif not excerpt_of.get(h.chunk_id, "").strip():
             reason = f"none of the {config.focus_sentences} focus sentences"
         else:
             reason = "context budget"
