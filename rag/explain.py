@@ -238,15 +238,20 @@ def retrieval_stages(
 def prompt_view(gen: Generator, packed: PackedPrompt) -> tuple[PromptView, TokenView]:
     """The rendered prompt, where each source block sits in it, and how many tokens each takes."""
     text = gen.render(packed.messages)
-    spans = []
+    # Blocks are found by their "[n] label" headers (source text cannot fake one: the prompt defuses such lines);
+    # each runs to the blank line before the next block, the last to the blank line before the repeated question.
+    starts = []
     pos = text.find("Sources:")
-    for n, (hit, excerpt) in enumerate(zip(packed.sources, packed.excerpts, strict=True), start=1):
-        block = f"[{n}] {source_label(hit)}\n{excerpt.strip()}"
-        start = text.find(block, pos)
-        if start < 0:  # the chat template rewrote the content; attribution would be guesswork
-            raise RuntimeError(f"source [{n}] not found verbatim in the rendered prompt")
-        spans.append((start, start + len(block)))
-        pos = start + len(block)
+    for n, hit in enumerate(packed.sources, start=1):
+        start = text.find(f"[{n}] {source_label(hit)}\n", pos)
+        if pos < 0 or start < 0:  # the chat template rewrote the content; attribution would be guesswork
+            raise RuntimeError(f"source [{n}] not found in the rendered prompt")
+        starts.append(start)
+        pos = start + 1
+    last_end = text.find("\n\nQuestion:", pos)
+    if starts and last_end < 0:
+        raise RuntimeError("the repeated question was not found after the sources in the rendered prompt")
+    spans = [(a, b) for a, b in zip(starts, [*[s - 2 for s in starts[1:]], last_end], strict=True)]
     tokens = generator_tokens(gen, text)
     positions = _positions(tokens.offsets, spans)
     counts = [len(p) for p in positions]
