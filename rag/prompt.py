@@ -37,10 +37,25 @@ def source_label(hit: Hit) -> str:
     return f"{Path(hit.path).name} ({hit.location()})"
 
 
+# Chat-template control tokens (<|im_start|>, <|endoftext|>, [INST], <<SYS>>, ...) written inside a document
+# would otherwise be tokenized as real control tokens and could open a new system or assistant turn.
+_CONTROL = re.compile(r"<\|([^<>|\n]{1,40})\|>|\[(/?INST)\]|<<(/?SYS)>>|</?s>")
+# A line that looks like one of our own source headers ("[2] file.txt (...)") could pass a document's text off
+# as another source.
+_HEADER = re.compile(r"^\[(\d+)\]", re.MULTILINE)
+
+
+def defuse(text: str) -> str:
+    """Source text made inert: it stays readable but cannot act as prompt structure."""
+    text = _CONTROL.sub(lambda m: "(" + next(g for g in m.groups() if g) + ")" if any(m.groups()) else "(s)", text)
+    return _HEADER.sub(r"(\1)", text)
+
+
 def build_messages(question: str, sources: Sequence[Hit], excerpts: Sequence[str] | None = None) -> Messages:
     texts = excerpts if excerpts is not None else [h.text for h in sources]
     blocks = [
-        f"[{n}] {source_label(h)}\n{t.strip()}" for n, (h, t) in enumerate(zip(sources, texts, strict=True), start=1)
+        f"[{n}] {source_label(h)}\n{defuse(t.strip())}"
+        for n, (h, t) in enumerate(zip(sources, texts, strict=True), start=1)
     ]
     # The question comes first as well as last: a small model reads the sources knowing what to look for.
     user = f"Question: {question.strip()}\n\nSources:\n\n" + "\n\n".join(blocks) + f"\n\nQuestion: {question.strip()}"

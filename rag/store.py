@@ -331,7 +331,8 @@ class Store:
         generation = self.meta["generation"]
         with self.writing():
             self.vectors.save(self._vectors_path(generation))
-            for old in self.directory.glob("vectors-*.faiss"):
+            # Older generations, and temporary files of a writer that was killed while saving.
+            for old in [*self.directory.glob("vectors-*.faiss"), *self.directory.glob("vectors-*.faiss.tmp-*")]:
                 if old != self._vectors_path(generation):
                     old.unlink(missing_ok=True)
 
