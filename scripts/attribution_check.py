@@ -95,7 +95,15 @@ def summarise(rows: list[dict]) -> dict:
         "answered": len(used),
         "with_several_sources": len(multi),
         "answer_correct": round(statistics.mean(r["correct"] for r in used), 3) if used else None,
-        "gold_rank_histogram": dict(sorted(Counter(str(r["gold_rank"]) for r in rows).items())),
+        "gold_rank_histogram": {
+            str(rank): n for rank, n in sorted(Counter(r["gold_rank"] for r in rows).items(), key=lambda x: x[0] or 99)
+        },
+        # Attention mass grows with a block's length: how often does attention just pick the longest source?
+        "attention_picks_longest": round(
+            statistics.mean(r["picks"]["attention"] == r["picks"]["longest source"] for r in multi), 3
+        )
+        if multi
+        else None,
     }
     for name, target, keep in (
         ("cited", "cited", lambda r: r["cited"]),
