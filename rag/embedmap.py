@@ -40,7 +40,7 @@ class EmbeddingMap:
     query: str | None = None
     query_point: tuple[float, float] | None = None
     hits: list[dict[str, Any]] = field(default_factory=list)  # rank, chunk_id, score, path, x, y
-    seconds: float = 0.0
+    seconds: float = 0.0  # the projection alone (PCA or t-SNE), not loading models or reading the index
 
     def as_dict(self, points: bool = True) -> dict[str, Any]:
         d = {
@@ -86,7 +86,6 @@ def embedding_map(
         raise ConfigError("--perplexity: must be > 0 (5-50 is usual)")
     if query is not None and not query.strip():
         raise ConfigError("--query is empty; give a question or leave it out")
-    started = time.perf_counter()
     if index.store.dim is None:
         raise ConfigError(f"index {index.store.directory} is empty; run `rag ingest FOLDER` first")
     ids, vectors = index.store.vectors.arrays()
@@ -115,6 +114,7 @@ def embedding_map(
         seed=seed,
         query=query,
     )
+    started = time.perf_counter()
     if method == "pca":
         points, qpoint, result.explained_variance = _pca(vectors, qvec)
     else:
