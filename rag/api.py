@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Iterator
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ingest.chunking import Chunker, ChunkerSettings
 from ingest.pipeline import IngestReport, Progress, sync
@@ -19,9 +19,12 @@ from rag.errors import ConfigError, ModelMismatchError, SourceNotFoundError
 from rag.generate import Decoding, GenerationStats, Generator
 from rag.models import resolve_embedder, resolve_generator
 from rag.prompt import PackedPrompt, citations, focus, pack
-from rag.retrieve import search
+from rag.retrieve import Fusion, Retrieval, retrieve
 from rag.store import Problem, Store
-from rag.types import Answer, Hit
+from rag.types import Answer, Filters, Hit
+
+if TYPE_CHECKING:
+    from rag.rerank import Reranker
 
 NO_ANSWER = "The indexed documents do not seem to contain anything relevant to this question."
 
@@ -31,7 +34,7 @@ class Index:
 
     index = Index.open(".rag", create=True)
     report = index.ingest("sample_docs")      # IngestReport: added / updated / skipped ...
-    hits = index.search("what does top-p keep?", k=3)   # list[Hit], best first
+    hits = index.search("what does top-p keep?", k=3)   # list[Hit], best first (hybrid: dense + BM25)
     answer = index.ask("what does top-p keep?")         # Answer: .text, .sources, .cited
     """
 
@@ -66,6 +69,15 @@ class Index:
     @cached_property
     def embedder(self) -> Embedder:
         return Embedder(resolve_embedder(self.config.embed_model))
+
+    @cached_property
+    def reranker(self) -> Reranker | None:
+        """The configured cross-encoder, or None (none is bundled)."""
+        if not self.config.reranker:
+            return None
+        from rag.rerank import Reranker
+
+        return Reranker(self.config.reranker)
 
     @cached_property
     def generator(self) -> Generator:
@@ -221,15 +233,58 @@ class Index:
 
     # --- query ------------------------------------------------------------------------------------------------
 
-    def search(self, query: str, k: int | None = None, *, min_score: float | None = None) -> list[Hit]:
-        """The ``k`` chunks most similar to ``query``, best first."""
+    def search(
+        self,
+        query: str,
+        k: int | None = None,
+        *,
+        mode: str | None = None,
+        min_score: float | None = None,
+        filters: Filters | None = None,
+        mmr: float | None = None,
+    ) -> list[Hit]:
+        """The ``k`` chunks that best match ``query``, best first (see :meth:`retrieve`)."""
+        return self.retrieve(query, k, mode=mode, min_score=min_score, filters=filters, mmr=mmr).hits
+
+    def retrieve(
+        self,
+        query: str,
+        k: int | None = None,
+        *,
+        mode: str | None = None,
+        min_score: float | None = None,
+        filters: Filters | None = None,
+        mmr: float | None = None,
+        rerank: bool = True,
+    ) -> Retrieval:
+        """Hits plus every candidate considered, with its dense/BM25 ranks and scores and why it was kept or not.
+
+        ``mode``: dense | bm25 | hybrid (default: the configured one, hybrid). ``min_score``: a cosine
+        threshold (in every mode). ``filters``: path glob, kinds, modified-since, applied inside the search.
+        ``mmr``: lambda for diversity (default: the configured one, off). ``rerank``: use the configured
+        cross-encoder, if any. ``Hit.score`` is the cosine (dense), BM25 score (bm25), fused RRF score (hybrid)
+        or the cross-encoder score (reranked).
+        """
         if not query.strip():
             raise ConfigError("the question is empty; ask something")
-        if self.store.dim is None:
-            return []
-        self.store.refresh()
-        self._check_embedder()
-        return search(self.store, self.embedder, query, k or self.config.top_k, min_score)
+        if self.store.dim is not None:
+            self.store.refresh()
+            self._check_embedder()
+        c = self.config
+        return retrieve(
+            self.store,
+            self.embedder,
+            query,
+            k or c.top_k,
+            mode=mode or c.retrieval_mode,
+            filters=filters,
+            mmr=mmr if mmr is not None else c.mmr,
+            min_score=min_score,
+            fusion=Fusion(c.rrf_k, c.dense_weight, c.bm25_weight),
+            candidates=c.candidates,
+            reranker=self.reranker if rerank else None,
+            rerank_candidates=c.rerank_candidates,
+        )
 
     def ask(
         self,
@@ -238,28 +293,43 @@ class Index:
         k: int | None = None,
         decoding: Decoding | None = None,
         on_token: Callable[[str], None] | None = None,
+        mode: str | None = None,
+        filters: Filters | None = None,
     ) -> Answer:
         """Answer ``question`` from the indexed documents with the local generator, citing sources as [n].
 
         ``on_token`` receives the answer's text as it is generated. When nothing relevant is retrieved the
         answer says so and nothing is generated (``answer.answered`` is False).
         """
-        stream = self.ask_stream(question, k=k, decoding=decoding)
+        stream = self.ask_stream(question, k=k, decoding=decoding, mode=mode, filters=filters)
         for piece in stream:
             if on_token:
                 on_token(piece)
         return stream.answer
 
-    def ask_stream(self, question: str, *, k: int | None = None, decoding: Decoding | None = None) -> AnswerStream:
-        """Like :meth:`ask`, but iterate over the result to receive text pieces; then read ``.answer``."""
+    def ask_stream(
+        self,
+        question: str,
+        *,
+        k: int | None = None,
+        decoding: Decoding | None = None,
+        mode: str | None = None,
+        filters: Filters | None = None,
+    ) -> AnswerStream:
+        """Like :meth:`ask`, but iterate over the result to receive text pieces; then read ``.answer``.
+
+        ``mode`` and ``filters`` choose the retrieval as in :meth:`retrieve` (default: hybrid, no filter).
+        """
         decoding = decoding or Decoding()
         decoding.validate()
         started = time.perf_counter()
-        hits = self.search(question, k, min_score=self.config.min_score)
+        hits = self.search(question, k, mode=mode, min_score=self.config.min_score, filters=filters)
         retrieved = time.perf_counter()
         settings = {
             "decoding": decoding.as_dict(),
             "k": k or self.config.top_k,
+            "retrieval_mode": mode or self.config.retrieval_mode,
+            "filters": filters.as_dict() if filters else None,
             "min_score": self.config.min_score,
             "embed_model": self.config.embed_model,
             "gen_model": self.config.gen_model,

@@ -17,6 +17,8 @@ if TYPE_CHECKING:
     from ingest.pipeline import IngestReport, Progress
     from rag.api import Index
     from rag.config import Config
+    from rag.evaluate import EvalReport
+    from rag.types import Filters
 
 
 def _positive_int(text: str) -> int:
@@ -24,6 +26,34 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} is not at least 1")
     return value
+
+
+def _since(text: str) -> float:
+    """Unix seconds, an ISO date/time (2024-05-01, 2024-05-01T12:00), or an age: 30m, 12h, 7d."""
+    from datetime import datetime
+
+    units = {"m": 60, "h": 3600, "d": 86400}
+    try:
+        if text[-1:] in units and text[:-1].replace(".", "", 1).isdigit():
+            return time.time() - float(text[:-1]) * units[text[-1]]
+        try:
+            return float(text)
+        except ValueError:
+            return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date (2024-05-01), Unix time, or age (7d, 12h)") from None
+
+
+def _retrieval_options() -> argparse.ArgumentParser:
+    r = argparse.ArgumentParser(add_help=False)
+    g = r.add_argument_group("retrieval")
+    g.add_argument("--mode", choices=["dense", "bm25", "hybrid"], help="retrieval mode (default hybrid)")
+    g.add_argument("--path", metavar="GLOB", help="only files matching GLOB (e.g. '*.md', 'docs/*')")
+    g.add_argument("--kind", action="append", metavar="KIND", help="only these types: text markdown rst html pdf code")
+    g.add_argument("--since", type=_since, metavar="WHEN", help="only files modified since (2024-05-01, 7d, 12h)")
+    g.add_argument("--mmr", type=float, metavar="LAMBDA", help="diversify results (1: relevance only, 0.5: balanced)")
+    g.add_argument("--reranker", metavar="M", help="cross-encoder folder to rerank with (none is bundled)")
+    return r
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -62,15 +92,16 @@ def _parser() -> argparse.ArgumentParser:
     ing = sub.add_parser("ingest", parents=[common], help="index a folder (re-run to sync changes)")
     ing.add_argument("folder", help="folder of documents; searched recursively")
     ing.add_argument("--no-delete", action="store_true", help="keep documents whose files are gone")
-    ing.add_argument("--chunk-tokens", type=int, metavar="N", help="chunk size in embedder tokens (default 200)")
-    ing.add_argument("--chunk-overlap", type=int, metavar="N", help="overlap between chunks in tokens (40)")
+    ing.add_argument("--chunk-tokens", type=int, metavar="N", help="chunk size in embedder tokens (default 254)")
+    ing.add_argument("--chunk-overlap", type=int, metavar="N", help="overlap between chunks in tokens (32)")
 
-    se = sub.add_parser("search", parents=[common], help="show the chunks most similar to a query")
+    retrieval = _retrieval_options()
+    se = sub.add_parser("search", parents=[common, retrieval], help="show the chunks that best match a query")
     se.add_argument("query")
     se.add_argument("-k", type=_positive_int, metavar="N", help="how many results (default 5)")
-    se.add_argument("--min-score", type=float, metavar="S", help="leave out results below this cosine")
+    se.add_argument("--min-score", type=float, metavar="S", help="leave out results below this cosine (any mode)")
 
-    ask = sub.add_parser("ask", parents=[common], help="answer a question from the indexed documents")
+    ask = sub.add_parser("ask", parents=[common, retrieval], help="answer a question from the indexed documents")
     ask.add_argument("question")
     ask.add_argument("-k", type=_positive_int, metavar="N", help="sources to retrieve (default 5)")
     d = ask.add_argument_group("decoding (default: greedy)")
@@ -113,6 +144,23 @@ def _parser() -> argparse.ArgumentParser:
     doc = sub.add_parser("doctor", parents=[common], help="check the index for inconsistencies (exit 1 if any)")
     doc.add_argument("--repair", action="store_true", help="delete orphan rows and rebuild the FAISS file")
     sub.add_parser("reindex", parents=[common], help="rebuild the FAISS file from the vectors SQLite holds")
+
+    ev = sub.add_parser(
+        "eval",
+        parents=[common],
+        help="score retrieval (and answers) on a BEIR folder or a questions file",
+        description="Score retrieval modes side by side on a BEIR folder (corpus.jsonl, queries.jsonl, "
+        "qrels-SPLIT.tsv) or a QA file (questions.jsonl with 'question' and 'answers', over the docs/ folder next "
+        "to it, or its own folder). The documents are indexed in the cache (once; re-runs reuse it).",
+    )
+    ev.add_argument("target", help="BEIR folder, or questions.jsonl (or the folder holding it)")
+    ev.add_argument("--split", help="BEIR: qrels split (default test); QA: tune (even lines), test (odd), all")
+    ev.add_argument("--mode", action="append", choices=["dense", "bm25", "hybrid", "rerank"], help="repeatable")
+    ev.add_argument("--limit", type=_positive_int, metavar="N", help="only the first N queries")
+    ev.add_argument("--answers", action="store_true", help="QA: also generate and score answers (slow)")
+    ev.add_argument("--chunk-tokens", type=int, metavar="N", help="chunk size for the evaluation index")
+    ev.add_argument("--chunk-overlap", type=int, metavar="N", help="chunk overlap for the evaluation index")
+    ev.add_argument("--reranker", metavar="M", help="cross-encoder folder; adds a 'rerank' column")
 
     sub.add_parser("status", parents=[common], help="documents, chunks, models and settings of the index")
     sub.add_parser("config", parents=[common], help="the effective settings and where models come from")
@@ -261,15 +309,31 @@ def _print_report(r: IngestReport, docs: int, chunks: int) -> None:
 # --- search / ask ---------------------------------------------------------------------------------------------
 
 
+def _filters(args: argparse.Namespace) -> Filters | None:
+    from rag.types import Filters
+
+    kinds = tuple(k.strip() for value in args.kind or () for k in value.split(",") if k.strip())
+    filters = Filters(path=args.path, kinds=kinds, modified_since=args.since)
+    return filters if filters.active() else None
+
+
 def _cmd_search(args: argparse.Namespace) -> int:
-    config = _config(args)
+    config = _config(args, retrieval_mode=args.mode, reranker=args.reranker)
+    filters = _filters(args)
     with _open(config) as index:
-        hits = index.search(args.query, args.k, min_score=args.min_score)
+        hits = index.search(args.query, args.k, min_score=args.min_score, filters=filters, mmr=args.mmr)
     if args.json:
-        _dump({"query": args.query, "hits": [h.as_dict() for h in hits]})
+        _dump(
+            {
+                "query": args.query,
+                "mode": config.retrieval_mode,
+                "filters": filters.as_dict() if filters else None,
+                "hits": [h.as_dict() for h in hits],
+            }
+        )
         return 0
     if not hits:
-        print("no results (is the index empty?)")
+        print("no results (is the index empty, or are the filters too narrow?)")
     for h in hits:
         snippet = " ".join(h.text.split())
         snippet = snippet[:200] + ("…" if len(snippet) > 200 else "")
@@ -292,12 +356,13 @@ def _cmd_ask(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     decoding.validate()
-    config = _config(args)
+    config = _config(args, retrieval_mode=args.mode, reranker=args.reranker, mmr=args.mmr)
+    filters = _filters(args)
     stream_to_terminal = not args.json and sys.stdout.isatty()
     with _open(config) as index:
         if not args.quiet and sys.stderr.isatty() and index.generator.needs_conversion():
             print("rag ask: converting the GGUF generator to safetensors, once (about 20 s)...", file=sys.stderr)
-        stream = index.ask_stream(args.question, k=args.k, decoding=decoding)
+        stream = index.ask_stream(args.question, k=args.k, decoding=decoding, filters=filters)
         for piece in stream:
             if stream_to_terminal:
                 sys.stdout.write(piece)
@@ -524,6 +589,61 @@ def _cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- eval -----------------------------------------------------------------------------------------------------
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from rag.evaluate import evaluate, is_beir
+
+    config = _config(args, chunk_tokens=args.chunk_tokens, chunk_overlap=args.chunk_overlap, reranker=args.reranker)
+    target = Path(args.target)
+    split = args.split or ("test" if target.is_dir() and is_beir(target) else "all")
+    line = _EvalProgress(sys.stderr) if not args.quiet and sys.stderr.isatty() else None
+    try:
+        report = evaluate(
+            target, config, split=split, modes=args.mode, limit=args.limit, answers=args.answers, progress=line
+        )
+    finally:
+        if line:
+            line.close()
+    if args.json:
+        _dump(report.as_dict())
+    else:
+        _print_eval(report)
+    return 0
+
+
+class _EvalProgress(_ProgressLine):
+    def __call__(self, what: str, done: int, total: int) -> None:  # type: ignore[override]
+        now = time.monotonic()
+        if now - self.last < 0.1 and done < total:
+            return
+        self.last = now
+        line = f"eval: {what} {done}/{total}"
+        self.stream.write("\r" + line.ljust(self.width))
+        self.width = len(line)
+        self.stream.flush()
+
+
+def _print_eval(r: EvalReport) -> None:
+    print(
+        f"{_show(r.target)} · split {r.split} · {r.queries} queries · {r.ingest.get('documents')} documents, "
+        f"{r.ingest.get('chunks')} chunks"
+    )
+    modes = list(r.modes)
+    metrics = list(dict.fromkeys(m for scores in r.modes.values() for m in scores))
+    print(f"{'metric':<14}" + "".join(f"{m:>10}" for m in modes))
+    for metric in metrics:
+        print(f"{metric:<14}" + "".join(f"{r.modes[m].get(metric, 0.0):>10.4f}" for m in modes))
+    for label, scores in r.answers.items():
+        print(f"answers ({label}): " + " · ".join(f"{k} {v:.3f}" for k, v in scores.items()))
+    s = r.settings
+    print(
+        f"settings: chunks {s['chunk_tokens']}/{s['chunk_overlap']} · rrf_k {s['rrf_k']:g} · weights dense "
+        f"{s['dense_weight']:g} bm25 {s['bm25_weight']:g} · candidates {s['candidates']} · {r.seconds:.0f} s"
+    )
+
+
 _COMMANDS = {
     "ingest": _cmd_ingest,
     "search": _cmd_search,
@@ -533,6 +653,7 @@ _COMMANDS = {
     "remove": _cmd_remove,
     "doctor": _cmd_doctor,
     "reindex": _cmd_reindex,
+    "eval": _cmd_eval,
     "status": _cmd_status,
     "config": _cmd_config,
 }

@@ -10,8 +10,10 @@ prompts: it keeps what it is given.
 from __future__ import annotations
 
 import fcntl
+import fnmatch
 import json
 import os
+import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,11 +21,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from sqlalchemy import ForeignKey, LargeBinary, UniqueConstraint, create_engine, delete, event, func, insert, select
-from sqlalchemy.engine import Engine
+from sqlalchemy import (
+    ForeignKey,
+    LargeBinary,
+    UniqueConstraint,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    select,
+    text,
+)
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from rag.errors import IndexBusyError, IndexFormatError, IndexNotFoundError
+from rag.types import Filters
 from rag.vectors import VectorIndex
 
 if TYPE_CHECKING:
@@ -123,6 +137,74 @@ class StoredChunk:
     kind: str
 
 
+# --- full-text search (BM25) ----------------------------------------------------------------------------------
+
+# Porter stemming over unicode61 words (diacritics folded): scored best on SciFact train (see README, rag eval).
+FTS_TOKENIZE = "porter unicode61 remove_diacritics 2"
+# An external-content FTS5 table reads the text from `chunks`; triggers keep its index in step with every write
+# to `chunks` (including deletes cascaded from `documents`), inside the writer's own transaction.
+_FTS_DDL = (
+    f"CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5("
+    f"text, content='chunks', content_rowid='id', tokenize='{FTS_TOKENIZE}')",
+    "CREATE TRIGGER IF NOT EXISTS chunks_fts_insert AFTER INSERT ON chunks BEGIN "
+    "INSERT INTO chunks_fts(rowid, text) VALUES (new.id, new.text); END",
+    "CREATE TRIGGER IF NOT EXISTS chunks_fts_delete AFTER DELETE ON chunks BEGIN "
+    "INSERT INTO chunks_fts(chunks_fts, rowid, text) VALUES ('delete', old.id, old.text); END",
+    "CREATE TRIGGER IF NOT EXISTS chunks_fts_update AFTER UPDATE OF id, text ON chunks BEGIN "
+    "INSERT INTO chunks_fts(chunks_fts, rowid, text) VALUES ('delete', old.id, old.text); "
+    "INSERT INTO chunks_fts(rowid, text) VALUES (new.id, new.text); END",
+)
+_FTS_OBJECTS = ("chunks_fts", "chunks_fts_insert", "chunks_fts_delete", "chunks_fts_update")
+_WORD = re.compile(r"\w+")
+MAX_QUERY_TERMS = 64
+
+
+def ensure_fts(conn: Connection) -> None:
+    """Create the FTS5 table and its triggers when missing, indexing the chunks already stored."""
+    names = "SELECT name FROM sqlite_master WHERE type IN ('table', 'trigger') AND name LIKE 'chunks_fts%'"
+    present = set(conn.execute(text(names)).scalars().all())
+    if present >= set(_FTS_OBJECTS):
+        return
+    for statement in _FTS_DDL:
+        conn.execute(text(statement))
+    if "chunks_fts" not in present:
+        conn.execute(text("INSERT INTO chunks_fts(chunks_fts) VALUES ('rebuild')"))
+
+
+def fts_query(query: str) -> str:
+    """A MATCH expression for arbitrary user text: its words, each quoted, OR-ed (BM25 ranks partial matches).
+
+    Quoting makes FTS5 operators and syntax in the text (AND, NEAR, *, ", :, ^) plain words; '' for no words.
+    """
+    terms = list(dict.fromkeys(w.lower() for w in _WORD.findall(query)))[:MAX_QUERY_TERMS]
+    return " OR ".join('"' + t.replace('"', '""') + '"' for t in terms)
+
+
+def path_matches(path: str | None, pattern: str | None) -> bool:
+    """fnmatch ``pattern`` against the whole path or any tail of it after a '/' (so ``*.md``, ``docs/*``)."""
+    if path is None or pattern is None:
+        return False
+    return fnmatch.fnmatchcase(path, pattern) or fnmatch.fnmatchcase(path, "*/" + pattern.lstrip("/"))
+
+
+def _filter_sql(filters: Filters | None) -> tuple[str, dict[str, Any]]:
+    """SQL conditions on the `documents` row ``d`` for ``filters``, and their parameters."""
+    if filters is None:
+        return "", {}
+    clauses, params = [], {}
+    if filters.path is not None:
+        clauses.append("rag_glob(d.path, :f_path)")
+        params["f_path"] = filters.path
+    if filters.kinds:
+        names = [f"f_kind{i}" for i in range(len(filters.kinds))]
+        clauses.append(f"d.kind IN ({', '.join(':' + n for n in names)})")
+        params.update(zip(names, filters.kinds, strict=True))
+    if filters.modified_since is not None:
+        clauses.append("d.mtime >= :f_since")
+        params["f_since"] = filters.modified_since
+    return " AND ".join(clauses), params
+
+
 def _engine(db: Path) -> Engine:
     engine = create_engine(f"sqlite:///{db}", connect_args={"timeout": 30})
 
@@ -135,6 +217,8 @@ def _engine(db: Path) -> Engine:
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA busy_timeout=30000")
         cur.close()
+        # Path filters use fnmatch semantics in SQL as in Python (SQLite's own GLOB differs on [!...]).
+        conn.create_function("rag_glob", 2, path_matches, deterministic=True)
 
     return engine
 
@@ -166,6 +250,8 @@ class Store:
             directory.mkdir(parents=True, exist_ok=True)
             engine = _engine(directory / DB_NAME)
             Base.metadata.create_all(engine)
+            with engine.begin() as conn:
+                ensure_fts(conn)
             store = cls(directory, engine)
             if "format_version" not in store.meta:
                 store.set_meta({"format_version": FORMAT_VERSION, "generation": 0, "created_at": time.time()})
@@ -177,6 +263,8 @@ class Store:
                 f"index at {directory} has format version {version}, this tool reads {FORMAT_VERSION}; "
                 "build a new index with --index NEWDIR"
             )
+        with store._engine.begin() as conn:  # indexes built before BM25 existed get their FTS table here
+            ensure_fts(conn)
         return store
 
     def close(self) -> None:
@@ -275,6 +363,34 @@ class Store:
                 )
             )
         return sorted(self.chunks(ids).values(), key=lambda c: c.ordinal)
+
+    def bm25(self, query: str, k: int, filters: Filters | None = None) -> list[tuple[int, float]]:
+        """Top ``k`` (chunk id, BM25 score) for the words of ``query``, best first; higher scores are better.
+
+        ``filters`` restrict the documents inside the query, so ``k`` results come back whenever that many match.
+        """
+        match = fts_query(query)
+        if not match or k < 1:
+            return []
+        where, params = _filter_sql(filters)
+        if where:
+            sql = (
+                "SELECT chunks_fts.rowid, -bm25(chunks_fts) FROM chunks_fts "
+                "JOIN chunks c ON c.id = chunks_fts.rowid JOIN documents d ON d.id = c.document_id "
+                f"WHERE chunks_fts MATCH :match AND {where} ORDER BY bm25(chunks_fts) LIMIT :k"
+            )
+        else:
+            sql = "SELECT rowid, -bm25(chunks_fts) FROM chunks_fts WHERE chunks_fts MATCH :match ORDER BY rank LIMIT :k"
+        with self._engine.connect() as conn:
+            rows = conn.execute(text(sql), {"match": match, "k": k, **params})
+            return [(int(i), float(s)) for i, s in rows]
+
+    def filtered_chunk_ids(self, filters: Filters) -> list[int]:
+        """Ids of the chunks whose documents pass ``filters``."""
+        where, params = _filter_sql(filters)
+        sql = "SELECT c.id FROM chunks c JOIN documents d ON d.id = c.document_id"
+        with self._engine.connect() as conn:
+            return list(conn.execute(text(sql + (f" WHERE {where}" if where else "")), params).scalars())
 
     # --- vectors ----------------------------------------------------------------------------------------------
 
@@ -497,6 +613,11 @@ class Store:
         ):
             if count:
                 problems.append(Problem(kind, f"{count} {what}", int(count)))
+        try:
+            with self._engine.connect() as conn:  # FTS5 compares its index with the chunks table itself
+                conn.execute(text("INSERT INTO chunks_fts(chunks_fts, rank) VALUES ('integrity-check', 1)"))
+        except Exception as e:  # sqlalchemy DatabaseError: "database disk image is malformed"
+            problems.append(Problem("fts-out-of-sync", f"the BM25 index disagrees with the chunks ({e.orig})", 1))
         if dim is not None:
             problems.extend(self._check_faiss())
         return problems
@@ -544,6 +665,7 @@ class Store:
                 s.execute(delete(DocumentRow).where(DocumentRow.id.not_in(select(ChunkRow.document_id))))
                 if self.dim:
                     s.execute(delete(VectorRow).where(func.length(VectorRow.data) != self.dim * 4))
+                s.execute(text("INSERT INTO chunks_fts(chunks_fts) VALUES ('rebuild')"))
                 generation = int(self.meta["generation"]) + 1
                 s.merge(MetaRow(key="generation", value=json.dumps(generation)))
             self.meta["generation"] = generation

@@ -54,3 +54,23 @@ class Answer:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Which documents retrieval may return; applied inside the search, so ``k`` results still come back.
+
+    ``path``: a glob (fnmatch: ``*`` also crosses ``/``) matched against the absolute path or any tail of it,
+    so ``*.md`` and ``decoding/*`` work. ``kinds``: document kinds (text, markdown, rst, html, pdf, code).
+    ``modified_since``: Unix time; only files modified at or after it.
+    """
+
+    path: str | None = None
+    kinds: tuple[str, ...] = ()
+    modified_since: float | None = None
+
+    def active(self) -> bool:
+        return self.path is not None or bool(self.kinds) or self.modified_since is not None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)

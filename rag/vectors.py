@@ -40,14 +40,34 @@ class VectorIndex:
         if ids:
             self._index.remove_ids(faiss.IDSelectorBatch(np.asarray(ids, dtype=np.int64)))
 
-    def search(self, query: np.ndarray, k: int) -> list[tuple[int, float]]:
-        """Top ``k`` (chunk id, cosine) for one (dim,) query vector, best first."""
+    def search(self, query: np.ndarray, k: int, allowed: list[int] | None = None) -> list[tuple[int, float]]:
+        """Top ``k`` (chunk id, cosine) for one (dim,) query vector, best first.
+
+        ``allowed``: search only these ids (a FAISS id selector, so the top ``k`` among them come back).
+        """
+        import faiss
         import numpy as np
 
-        if len(self) == 0:
+        n = len(self) if allowed is None else min(len(self), len(allowed))
+        if n == 0:
             return []
-        scores, ids = self._index.search(np.asarray(query, dtype=np.float32).reshape(1, -1), min(k, len(self)))
+        x = np.asarray(query, dtype=np.float32).reshape(1, -1)
+        if allowed is None:
+            scores, ids = self._index.search(x, min(k, n))
+        else:
+            selector = faiss.IDSelectorBatch(np.asarray(allowed, dtype=np.int64))
+            scores, ids = self._index.search(x, min(k, n), params=faiss.SearchParameters(sel=selector))
         return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
+
+    def vectors(self, ids: list[int]) -> dict[int, np.ndarray]:
+        """The stored vectors of ``ids`` (ids not in the index are left out)."""
+        out = {}
+        for i in ids:
+            try:
+                out[i] = self._index.reconstruct(int(i))
+            except RuntimeError:  # not in the index
+                continue
+        return out
 
     def ids(self) -> np.ndarray:
         import faiss

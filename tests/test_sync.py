@@ -135,7 +135,7 @@ def test_changed_chunker_settings_rechunk_everything(sample_index: Index, tmp_pa
         report = index.ingest(folder)
         assert report.updated == first.added and report.chunks_embedded > first.chunks_added
         assert index.store.meta["chunker"]["chunk_tokens"] == 80
-        assert {d.chunker for d in index.store.documents()} == {"t80-o40-m254-v1"}
+        assert {d.chunker for d in index.store.documents()} == {f"t80-o{smaller.chunk_overlap}-m254-v1"}
         assert max(c.token_count for d in index.store.documents() for c in index.store.document_chunks(d.path)) <= 80
         _no_duplicates(index)
 

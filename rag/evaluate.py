@@ -1,0 +1,474 @@
+"""`rag eval`: score retrieval (and optionally answers) on a BEIR folder or a QA file, every mode side by side.
+
+What is measured is the real pipeline: a BEIR corpus is written out as one ``.txt`` per document (title, blank
+line, text) in a cache folder and indexed through :meth:`Index.ingest`, so the chunker, embedder, FTS5 table and
+fusion are exactly what a user gets. Re-runs reuse that index (the sync skips unchanged files). A BEIR document's
+score is the best of its chunks' scores.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rag.config import BUNDLED_EMBEDDER, Config
+from rag.errors import ConfigError, SourceNotFoundError
+from rag.metrics import (
+    answer_contained,
+    exact_match,
+    hit_at_k,
+    ndcg_at_k,
+    recall_at_k,
+    reciprocal_rank,
+    token_f1,
+)
+from rag.retrieve import Fusion, retrieve
+
+if TYPE_CHECKING:
+    from ingest.pipeline import IngestReport
+    from ingest.pipeline import Progress as IngestProgress
+    from rag.api import Index
+    from rag.embed import Embedder
+    from rag.types import Answer, Hit
+
+# Retrieval modes that need nothing beyond the bundled models; "rerank" joins them when a reranker is configured.
+BASE_MODES = ("dense", "bm25", "hybrid")
+RECALL_KS = (10, 100)
+HIT_KS = (1, 5, 10)
+
+# Progress callback: (what, done, total).
+Progress = Callable[[str, int, int], None]
+
+
+# --- data -----------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BeirData:
+    """A BEIR folder: ``corpus.jsonl``, ``queries.jsonl`` and ``qrels-<split>.tsv`` (or ``qrels/<split>.tsv``)."""
+
+    folder: Path
+    queries: dict[str, str]  # query id -> text, only those judged in the split
+    qrels: dict[str, dict[str, float]]  # query id -> {doc id: relevance}
+
+
+def is_beir(folder: Path) -> bool:
+    return (folder / "corpus.jsonl").is_file() and (folder / "queries.jsonl").is_file()
+
+
+def _qrels_path(folder: Path, split: str) -> Path:
+    for path in (folder / f"qrels-{split}.tsv", folder / "qrels" / f"{split}.tsv"):
+        if path.is_file():
+            return path
+    found = sorted(p.name for p in [*folder.glob("qrels-*.tsv"), *folder.glob("qrels/*.tsv")])
+    raise ConfigError(
+        f"{folder} has no qrels for split {split!r} (qrels-{split}.tsv or qrels/{split}.tsv); "
+        f"found: {', '.join(found) or 'none'}; pass --split with one of those"
+    )
+
+
+def load_beir(folder: Path, split: str) -> BeirData:
+    """The queries of ``split`` that have at least one relevant document, with their judgments."""
+    qrels: dict[str, dict[str, float]] = {}
+    path = _qrels_path(folder, split)
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
+        parts = line.split("\t")
+        if (n == 0 and parts[0] == "query-id") or not line.strip():
+            continue
+        if len(parts) < 3:
+            raise ConfigError(f"{path}:{n + 1}: expected 'query-id<TAB>corpus-id<TAB>score'")
+        if float(parts[2]) > 0:
+            qrels.setdefault(parts[0], {})[parts[1]] = float(parts[2])
+    queries = {}
+    for row in _read_jsonl(folder / "queries.jsonl"):
+        qid = str(row["_id"])
+        if qid in qrels:
+            queries[qid] = row["text"]
+    missing = set(qrels) - set(queries)
+    if missing:
+        raise ConfigError(f"{path} judges {len(missing)} queries missing from queries.jsonl, e.g. {min(missing)}")
+    return BeirData(folder, queries, qrels)
+
+
+def _read_jsonl(path: Path) -> Iterable[dict[str, Any]]:
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ConfigError(f"{path}:{n}: not JSON ({e.msg}); fix or remove the line") from None
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+def _file_name(doc_id: str) -> str:
+    # Ids are arbitrary strings; a readable, collision-free file name: safe characters plus a short hash if changed.
+    safe = _UNSAFE.sub("_", doc_id)[:80]
+    if safe != doc_id:
+        safe += "-" + hashlib.sha1(doc_id.encode()).hexdigest()[:8]
+    return safe + ".txt"
+
+
+def beir_workspace(folder: Path, cache_dir: Path) -> Path:
+    """The cache folder for a BEIR corpus, keyed by its location and content (size, mtime)."""
+    corpus = (folder / "corpus.jsonl").resolve()
+    st = corpus.stat()
+    key = hashlib.sha256(f"{corpus}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:12]
+    return cache_dir / "eval" / f"{folder.resolve().name}-{key}"
+
+
+def materialise_beir(folder: Path, workspace: Path) -> tuple[Path, dict[str, str]]:
+    """Write one ``.txt`` per corpus document under ``workspace/docs`` (once); returns it and file name -> doc id.
+
+    Files are written only when missing or different, so their mtimes stay put and a re-run re-embeds nothing.
+    """
+    docs = workspace / "docs"
+    docs.mkdir(parents=True, exist_ok=True)
+    names: dict[str, str] = {}
+    for row in _read_jsonl(folder / "corpus.jsonl"):
+        doc_id = str(row["_id"])
+        name = _file_name(doc_id)
+        names[name] = doc_id
+        title, text = (row.get("title") or "").strip(), (row.get("text") or "").strip()
+        body = f"{title}\n\n{text}\n" if title else f"{text}\n"
+        path = docs / name
+        if not path.is_file() or path.read_text(encoding="utf-8") != body:
+            path.write_text(body, encoding="utf-8")
+    return docs, names
+
+
+@dataclass(frozen=True)
+class QAItem:
+    """One question with gold answers and, optionally, the files that hold the answer (absolute paths)."""
+
+    question: str
+    answers: list[str]
+    files: list[str] = field(default_factory=list)
+    id: str = ""
+
+
+def qa_paths(target: Path) -> tuple[Path, Path]:
+    """(questions file, docs folder) for a QA target: a ``questions.jsonl`` file or a folder holding one.
+
+    The docs folder is ``docs/`` next to the questions file when there is one, else the questions file's folder.
+    """
+    questions = target / "questions.jsonl" if target.is_dir() else target
+    if not questions.is_file():
+        raise SourceNotFoundError(
+            f"{target} is neither a BEIR folder (corpus.jsonl, queries.jsonl, qrels-*.tsv) nor a QA file "
+            "(questions.jsonl); give one of those"
+        )
+    docs = questions.parent / "docs"
+    return questions, docs if docs.is_dir() else questions.parent
+
+
+def load_qa(path: Path, split: str = "all", limit: int | None = None) -> list[QAItem]:
+    """Questions of ``split``: ``tune`` = even line index (0, 2, ...), ``test`` = odd, ``all`` = every line.
+
+    Each line needs ``question`` and ``answers`` (a list of strings); ``doc_file`` or ``files`` (paths relative
+    to the questions file's folder) name the gold files.
+    """
+    if split not in ("tune", "test", "all"):
+        raise ConfigError(f"--split {split!r} is not one of tune, test, all for a QA file")
+    items = []
+    for n, row in enumerate(_read_jsonl(path)):
+        if (split == "tune" and n % 2) or (split == "test" and not n % 2):
+            continue
+        if "question" not in row or not isinstance(row.get("answers", []), list):
+            raise ConfigError(f"{path}: line {n + 1} needs 'question' and 'answers' (a list of strings)")
+        files = row.get("files") or ([row["doc_file"]] if row.get("doc_file") else [])
+        items.append(
+            QAItem(
+                row["question"],
+                [str(a) for a in row.get("answers", [])],
+                [str((path.parent / f).resolve()) for f in files],
+                str(row.get("id", n)),
+            )
+        )
+        if limit and len(items) >= limit:
+            break
+    if not items:
+        raise ConfigError(f"{path} has no questions in split {split!r}")
+    return items
+
+
+# --- scoring --------------------------------------------------------------------------------------------------
+
+
+def beir_scores(ranked: list[str], relevance: dict[str, float]) -> dict[str, float]:
+    """Ranking metrics of one query's ranked document ids."""
+    relevant = [d for d, r in relevance.items() if r > 0]
+    scores = {"ndcg@10": ndcg_at_k(ranked, relevance, 10), "mrr@10": reciprocal_rank(ranked, relevant, 10)}
+    for k in RECALL_KS:
+        scores[f"recall@{k}"] = recall_at_k(ranked, relevant, k)
+    return scores
+
+
+def qa_retrieval_scores(item: QAItem, hits: list[Hit]) -> dict[str, float]:
+    """hit@k and MRR@10 of one question: a hit is a chunk containing a gold answer (case-insensitive), or, when
+    the question has no answers, a chunk of a gold file. ``file_hit@k``: a chunk of a gold file (when given)."""
+    answers = [a.lower() for a in item.answers if a.strip()]
+    if answers:
+        marks = [str(i) for i, h in enumerate(hits) if any(a in h.text.lower() for a in answers)]
+    else:
+        marks = [str(i) for i, h in enumerate(hits) if h.path in item.files]
+    ranked = [str(i) for i in range(len(hits))]
+    scores = {f"hit@{k}": hit_at_k(ranked, marks, k) for k in HIT_KS}
+    scores["mrr@10"] = reciprocal_rank(ranked, marks, 10)
+    if item.files:
+        files = [str(i) for i, h in enumerate(hits) if h.path in item.files]
+        scores.update({f"file_hit@{k}": hit_at_k(ranked, files, k) for k in (1, 5)})
+    return scores
+
+
+def answer_scores(answer: Answer, golds: list[str]) -> dict[str, float]:
+    """SQuAD exact match, token F1 and answer-contained for one generated answer, plus its seconds."""
+    t = answer.timings
+    seconds = sum(t.get(key, 0.0) for key in ("retrieve_s", "pack_s", "generate_s"))
+    return {
+        "exact_match": exact_match(answer.text, golds),
+        "token_f1": token_f1(answer.text, golds),
+        "answer_contained": answer_contained(answer.text, golds),
+        "answered": float(answer.answered),
+        "seconds_per_answer": seconds,
+    }
+
+
+def _mean(rows: list[dict[str, float]]) -> dict[str, float]:
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    return {k: sum(r.get(k, 0.0) for r in rows) / len(rows) for k in keys} if rows else {}
+
+
+def ranked_documents(hits: list[Hit], doc_of: Callable[[str], str | None]) -> list[str]:
+    """Document ids in order of their best chunk (hits are best first, so first appearance is the best)."""
+    seen: dict[str, None] = {}
+    for h in hits:
+        doc = doc_of(h.path)
+        if doc is not None:
+            seen.setdefault(doc, None)
+    return list(seen)
+
+
+# --- running --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class EvalReport:
+    """Metrics per retrieval mode (and, for QA with answers, per answer run), with what produced them."""
+
+    kind: str  # beir | qa
+    target: str
+    split: str
+    queries: int
+    modes: dict[str, dict[str, float]]  # mode -> metric -> mean over queries
+    answers: dict[str, dict[str, float]] = field(default_factory=dict)  # label -> answer metric -> mean
+    settings: dict[str, Any] = field(default_factory=dict)
+    index: str = ""
+    ingest: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def eval_modes(config: Config, modes: Iterable[str] | None = None) -> list[str]:
+    """The modes to compare: the given ones, or dense, bm25, hybrid (+ rerank when a reranker is configured)."""
+    chosen = list(modes) if modes else [*BASE_MODES, *(["rerank"] if config.reranker else [])]
+    for m in chosen:
+        if m not in (*BASE_MODES, "rerank"):
+            raise ConfigError(f"mode {m!r} is not one of {', '.join((*BASE_MODES, 'rerank'))}")
+    if "rerank" in chosen and not config.reranker:
+        raise ConfigError("mode 'rerank' needs a reranker; set --reranker DIR or RAG_RERANKER")
+    return chosen
+
+
+def _index_dir(workspace: Path, config: Config) -> Path:
+    name = f"index-c{config.chunk_tokens}-o{config.chunk_overlap}"
+    if config.embed_model != BUNDLED_EMBEDDER:
+        name += "-" + hashlib.sha256(config.embed_model.encode()).hexdigest()[:8]
+    return workspace / name
+
+
+@contextmanager
+def _query_threads(config: Config) -> Iterator[None]:
+    """Embed queries on one torch thread (or ``config.threads``): a query is a few dozen tokens, and splitting
+    that across cores costs more in synchronisation than it saves. Measured on the shared 2-core machine under
+    load: 10x less CPU and 6x less wall time per query than two threads."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(config.threads or 1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _retrieve_all(index: Index, query: str, modes: list[str], depth: int, k: int | None = None) -> dict[str, list[Hit]]:
+    """Hits of every mode for one query; the query is embedded once."""
+    c = index.config
+    vector = index.embedder.embed_query(query)
+    fusion = Fusion(c.rrf_k, c.dense_weight, c.bm25_weight)
+    out = {}
+    for mode in modes:
+        out[mode] = retrieve(
+            index.store,
+            index.embedder,
+            query,
+            k or depth,
+            mode="hybrid" if mode == "rerank" else mode,
+            fusion=fusion,
+            candidates=depth,
+            reranker=index.reranker if mode == "rerank" else None,
+            rerank_candidates=c.rerank_candidates,
+            query_vector=vector,
+        ).hits
+    return out
+
+
+def _settings(config: Config, depth: int) -> dict[str, Any]:
+    keys = ("embed_model", "chunk_tokens", "chunk_overlap", "rrf_k", "dense_weight", "bm25_weight", "reranker")
+    return {**{k: getattr(config, k) for k in keys}, "candidates": depth}
+
+
+def evaluate_beir(
+    folder: Path,
+    config: Config,
+    *,
+    split: str = "test",
+    modes: Iterable[str] | None = None,
+    limit: int | None = None,
+    progress: Progress | None = None,
+    embedder: Embedder | None = None,
+) -> EvalReport:
+    """nDCG@10, MRR@10, Recall@10/100 per mode for a BEIR folder's ``split`` (documents ranked by best chunk)."""
+    from rag.api import Index
+
+    started = time.monotonic()
+    chosen = eval_modes(config, modes)
+    data = load_beir(folder, split)
+    workspace = beir_workspace(folder, config.cache_dir)
+    if progress:
+        progress("writing corpus", 0, 1)
+    docs, names = materialise_beir(folder, workspace)
+    with Index.open(_index_dir(workspace, config), config=config, create=True) as index:
+        if embedder is not None:  # a caller's already loaded model
+            index.embedder = embedder
+        report = index.ingest(docs, progress=_ingest_progress(progress))
+        n_docs, n_chunks = index.store.counts()
+        # Recall@100 needs 100 distinct documents: look deep enough for the corpus's chunks per document.
+        depth = max(config.candidates, math.ceil(max(RECALL_KS) * n_chunks / max(n_docs, 1) * 1.5))
+        qids = list(data.queries)[:limit] if limit else list(data.queries)
+        per_mode: dict[str, list[dict[str, float]]] = {m: [] for m in chosen}
+        with _query_threads(config):
+            for i, qid in enumerate(qids):
+                if progress:
+                    progress("queries", i, len(qids))
+                for mode, hits in _retrieve_all(index, data.queries[qid], chosen, depth).items():
+                    ranked = ranked_documents(hits, lambda p: names.get(Path(p).name))
+                    per_mode[mode].append(beir_scores(ranked, data.qrels[qid]))
+        if progress:
+            progress("queries", len(qids), len(qids))
+        return EvalReport(
+            kind="beir",
+            target=str(folder),
+            split=split,
+            queries=len(qids),
+            modes={m: _mean(rows) for m, rows in per_mode.items()},
+            settings=_settings(config, depth),
+            index=str(index.store.directory),
+            ingest=_ingest_summary(report, n_docs, n_chunks),
+            seconds=time.monotonic() - started,
+        )
+
+
+def evaluate_qa(
+    target: Path,
+    config: Config,
+    *,
+    split: str = "all",
+    modes: Iterable[str] | None = None,
+    limit: int | None = None,
+    answers: bool = False,
+    progress: Progress | None = None,
+    embedder: Embedder | None = None,
+) -> EvalReport:
+    """Retrieval hit@k and MRR per mode for a QA file over its docs folder; with ``answers``, also generate
+    answers (configured mode) and score them with :func:`answer_scores`."""
+    from rag.api import Index
+
+    started = time.monotonic()
+    chosen = eval_modes(config, modes)
+    questions_file, docs = qa_paths(target)
+    items = load_qa(questions_file, split, limit)
+    key = hashlib.sha256(str(docs.resolve()).encode()).hexdigest()[:12]
+    workspace = config.cache_dir / "eval" / f"{docs.resolve().name}-{key}"
+    depth = config.candidates
+    with Index.open(_index_dir(workspace, config), config=config, create=True) as index:
+        if embedder is not None:  # a caller's already loaded model
+            index.embedder = embedder
+        report = index.ingest(docs, progress=_ingest_progress(progress))
+        n_docs, n_chunks = index.store.counts()
+        per_mode: dict[str, list[dict[str, float]]] = {m: [] for m in chosen}
+        with _query_threads(config):
+            for i, item in enumerate(items):
+                if progress:
+                    progress("questions", i, len(items))
+                for mode, hits in _retrieve_all(index, item.question, chosen, depth, k=max(HIT_KS)).items():
+                    per_mode[mode].append(qa_retrieval_scores(item, hits))
+        answer_rows = []
+        if answers:
+            for i, item in enumerate(items):
+                if progress:
+                    progress("answers", i, len(items))
+                answer_rows.append(answer_scores(index.ask(item.question), item.answers))
+        if progress:
+            progress("done", len(items), len(items))
+        return EvalReport(
+            kind="qa",
+            target=str(questions_file),
+            split=split,
+            queries=len(items),
+            modes={m: _mean(rows) for m, rows in per_mode.items()},
+            answers={config.retrieval_mode: _mean(answer_rows)} if answers else {},
+            settings=_settings(config, depth),
+            index=str(index.store.directory),
+            ingest=_ingest_summary(report, n_docs, n_chunks),
+            seconds=time.monotonic() - started,
+        )
+
+
+def evaluate(target: Path, config: Config, **options: Any) -> EvalReport:
+    """BEIR folder or QA file/folder, whichever ``target`` is (``answers`` applies to QA only).
+
+    ``embedder``: an already loaded :class:`~rag.embed.Embedder` to reuse (it must be the configured model).
+    """
+    target = Path(target)
+    if not target.exists():
+        raise SourceNotFoundError(f"{target} does not exist; give a BEIR folder or a questions.jsonl file")
+    if target.is_dir() and is_beir(target):
+        if options.pop("answers", False):
+            raise ConfigError("--answers needs a QA file (questions with gold answers), not a BEIR folder")
+        return evaluate_beir(target, config, **options)
+    return evaluate_qa(target, config, **options)
+
+
+def _ingest_progress(progress: Progress | None) -> Callable[[IngestProgress], None] | None:
+    if progress is None:
+        return None
+    return lambda p: progress("indexing", p.files_done, p.files_total)
+
+
+def _ingest_summary(report: IngestReport, docs: int, chunks: int) -> dict[str, Any]:
+    return {"embedded_chunks": report.chunks_added, "documents": docs, "chunks": chunks, "seconds": report.seconds}

@@ -1,0 +1,157 @@
+"""`rag eval` on tiny hand-made BEIR and QA folders, with numbers that can be checked by hand."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from rag import Config, ConfigError, Index, SourceNotFoundError
+from rag.evaluate import answer_scores, beir_scores, evaluate, load_qa
+from rag.types import Answer
+
+from .test_cli import run
+
+CORPUS = {
+    "d1": ("Zebras", "Zebras have black and white stripes that confuse biting flies."),
+    "d2": ("Volcanoes", "Magma rises through the crust and erupts from a volcano as lava."),
+    "d3": ("Sourdough bread", "A sourdough starter ferments flour and water with wild yeast."),
+    "d4": ("Chess openings", "The Sicilian Defence answers 1.e4 with c5."),
+    "d5": ("Photosynthesis", "Plants convert sunlight, water and carbon dioxide into glucose and oxygen."),
+}
+QUERIES = {
+    "q1": ("Why do zebras have stripes?", ["d1"]),
+    "q2": ("How does lava come out of a volcano?", ["d2"]),
+    "q3": ("What does a sourdough starter ferment?", ["d3"]),
+    # d4 shares no word with q4, so BM25 never returns it: BM25 finds 1 of q4's 2 relevant documents.
+    "q4": ("How do plants make glucose from sunlight?", ["d5", "d4"]),
+}
+
+
+@pytest.fixture()
+def beir_folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "tiny-beir"
+    folder.mkdir()
+    rows = [{"_id": i, "title": t, "text": x} for i, (t, x) in CORPUS.items()]
+    (folder / "corpus.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    queries = [{"_id": q, "text": t} for q, (t, _) in QUERIES.items()]
+    (folder / "queries.jsonl").write_text("".join(json.dumps(q) + "\n" for q in queries))
+    qrels = ["query-id\tcorpus-id\tscore"] + [f"{q}\t{d}\t1" for q, (_, ds) in QUERIES.items() for d in ds]
+    (folder / "qrels-test.tsv").write_text("\n".join(qrels) + "\n")
+    return folder
+
+
+def _config(tmp_path: Path) -> Config:
+    return Config.load(cache_dir=tmp_path / "cache")
+
+
+def test_beir_eval_reports_every_mode_with_hand_checkable_numbers(
+    beir_folder: Path, tmp_path: Path, sample_index: Index
+) -> None:
+    report = evaluate(beir_folder, _config(tmp_path), split="test", embedder=sample_index.embedder)
+    assert list(report.modes) == ["dense", "bm25", "hybrid"]
+    assert report.queries == 4 and report.ingest["documents"] == 5
+    bm25 = report.modes["bm25"]
+    # q1-q3: the one relevant document first (nDCG 1). q4: d5 first, d4 never: DCG 1, ideal DCG 1 + 1/log2(3).
+    q4_ndcg = 1 / (1 + 1 / math.log2(3))
+    assert bm25["ndcg@10"] == pytest.approx((3 + q4_ndcg) / 4)
+    assert bm25["recall@10"] == pytest.approx((3 + 0.5) / 4)
+    assert bm25["mrr@10"] == pytest.approx(1.0)
+    # Dense and hybrid rank all five documents, so every relevant one is within 100.
+    assert report.modes["dense"]["recall@100"] == pytest.approx(1.0)
+    assert report.modes["hybrid"]["recall@100"] == pytest.approx(1.0)
+    assert report.modes["hybrid"]["mrr@10"] == pytest.approx(1.0)
+
+    again = evaluate(beir_folder, _config(tmp_path), split="test", embedder=sample_index.embedder)
+    assert again.ingest["embedded_chunks"] == 0  # the cached index is reused, nothing re-embedded
+    assert again.modes == report.modes
+
+
+def test_beir_errors_name_what_to_fix(beir_folder: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"qrels-train\.tsv"):
+        evaluate(beir_folder, _config(tmp_path), split="train")
+    with pytest.raises(ConfigError, match="--answers needs a QA file"):
+        evaluate(beir_folder, _config(tmp_path), answers=True)
+    with pytest.raises(SourceNotFoundError, match="does not exist"):
+        evaluate(tmp_path / "nothing", _config(tmp_path))
+    with pytest.raises(ConfigError, match="reranker"):
+        evaluate(beir_folder, _config(tmp_path), modes=["rerank"])
+
+
+def test_ranking_scores_by_hand() -> None:
+    scores = beir_scores(["x", "a", "y", "b"], {"a": 1, "b": 1})
+    assert scores["ndcg@10"] == pytest.approx((1 / math.log2(3) + 1 / math.log2(5)) / (1 + 1 / math.log2(3)))
+    assert scores["mrr@10"] == pytest.approx(0.5)
+    assert scores["recall@10"] == scores["recall@100"] == 1.0
+
+
+@pytest.fixture()
+def qa_folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "qa"
+    (folder / "docs").mkdir(parents=True)
+    (folder / "docs" / "rivers.txt").write_text("The river Silvermere flows through the town of Quellbrook.\n")
+    (folder / "docs" / "bells.txt").write_text("The bell tower of Ostmark was cast in bronze in 1721.\n")
+    questions = [
+        {"question": "Which river flows through Quellbrook?", "answers": ["Silvermere"], "doc_file": "docs/rivers.txt"},
+        {"question": "When was the Ostmark bell tower cast?", "answers": ["1721"], "doc_file": "docs/bells.txt"},
+        {"question": "What metal is the Ostmark bell tower made of?", "answers": ["bronze"]},
+    ]
+    (folder / "questions.jsonl").write_text("".join(json.dumps(q) + "\n" for q in questions))
+    return folder
+
+
+def test_qa_eval_scores_retrieval_hits(qa_folder: Path, tmp_path: Path, sample_index: Index) -> None:
+    report = evaluate(qa_folder, _config(tmp_path), embedder=sample_index.embedder)
+    assert report.kind == "qa" and report.queries == 3
+    for mode, scores in report.modes.items():
+        assert scores["hit@1"] == pytest.approx(1.0), mode
+        assert scores["mrr@10"] == pytest.approx(1.0), mode
+        # file hits are averaged over all questions; the third names no file.
+        assert scores["file_hit@1"] == pytest.approx(2 / 3), mode
+
+
+def test_qa_splits_are_even_and_odd_lines(qa_folder: Path) -> None:
+    questions = qa_folder / "questions.jsonl"
+    assert [q.answers for q in load_qa(questions, "tune")] == [["Silvermere"], ["bronze"]]
+    assert [q.answers for q in load_qa(questions, "test")] == [["1721"]]
+    assert len(load_qa(questions, "all", limit=2)) == 2
+    assert load_qa(questions, "tune")[0].files == [str((qa_folder / "docs" / "rivers.txt").resolve())]
+    with pytest.raises(ConfigError, match="split"):
+        load_qa(questions, "train")
+
+
+def test_answer_scores_use_squad_normalisation() -> None:
+    answer = Answer("q", "The Silvermere river.", [], timings={"retrieve_s": 0.5, "generate_s": 1.5})
+    scores = answer_scores(answer, ["Silvermere"])
+    assert scores["exact_match"] == 0.0
+    assert scores["token_f1"] == pytest.approx(2 * (1 / 2) * 1 / (1 / 2 + 1))
+    assert scores["answer_contained"] == 1.0
+    assert scores["seconds_per_answer"] == pytest.approx(2.0)
+
+
+def test_cli_eval_json_and_errors(beir_folder: Path, tmp_path: Path, sample_index: Index) -> None:
+    env = {"RAG_CACHE_DIR": str(tmp_path / "cache")}
+    result = run("eval", str(beir_folder), "--mode", "bm25", "--mode", "dense", "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["kind"] == "beir" and list(data["modes"]) == ["bm25", "dense"]
+    assert data["modes"]["bm25"]["recall@10"] == pytest.approx(0.875)
+    table = run("eval", str(beir_folder), "--mode", "bm25", "-q", env=env)
+    assert table.returncode == 0 and "ndcg@10" in table.stdout and "bm25" in table.stdout
+    missing = run("eval", str(tmp_path / "nothing"), env=env)
+    assert missing.returncode == 1 and "does not exist" in missing.stderr
+    bad_split = run("eval", str(beir_folder), "--split", "dev", env=env)
+    assert bad_split.returncode == 2 and "qrels-dev.tsv" in bad_split.stderr
+
+
+def test_cli_search_modes_and_filters(sample_index: Index) -> None:
+    index = str(sample_index.store.directory)
+    result = run("--index", index, "search", "FAISS IVF nprobe", "--mode", "bm25", "--kind", "markdown", "--json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["mode"] == "bm25" and data["hits"]
+    assert {h["kind"] for h in data["hits"]} == {"markdown"}
+    assert run("--index", index, "search", "q", "--mode", "sparse").returncode == 2
+    assert run("--index", index, "search", "q", "--since", "yesterday-ish").returncode == 2

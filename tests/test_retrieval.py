@@ -1,0 +1,238 @@
+"""Hybrid retrieval: FTS5 BM25 in step with the chunks, fusion, filters, threshold, MMR, reranker errors."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ingest.chunking import Chunk
+from rag import Config, ConfigError, Index, ModelNotFoundError
+from rag.retrieve import Fusion, fuse
+from rag.store import DocumentInfo, Store, fts_query
+from rag.types import Filters
+
+from .conftest import SAMPLE_DOCS, load_questions
+
+
+def _chunk(text: str, ordinal: int = 0) -> Chunk:
+    return Chunk(ordinal, text, 0, len(text), 3)
+
+
+def _units(n: int, seed: int = 0) -> np.ndarray:
+    v = np.random.default_rng(seed).normal(size=(n, 8)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def _fts_rows(store: Store) -> int:
+    db = sqlite3.connect(store.directory / "index.db")
+    try:
+        # 'integrity-check' with rank 1 compares the FTS index with the content table and raises on any drift.
+        db.execute("INSERT INTO chunks_fts(chunks_fts, rank) VALUES ('integrity-check', 1)")
+        return db.execute("SELECT count(*) FROM chunks_fts").fetchone()[0]
+    finally:
+        db.close()
+
+
+def test_fts_follows_inserts_replacements_and_deletes(tmp_path: Path) -> None:
+    store = Store.open(tmp_path, create=True)
+    store.set_meta({"embedder": {"dim": 8}})
+    a, b = DocumentInfo("/a.txt", "h1", 1, 1.0, "text"), DocumentInfo("/b.txt", "h2", 1, 1.0, "text")
+    with store.transaction() as tx:
+        tx.put_document(a, [_chunk("the walrus sleeps", 0), _chunk("penguins swim", 1)], _units(2, 1))
+        tx.put_document(b, [_chunk("a walrus and a carpenter")], _units(1, 2))
+    assert _fts_rows(store) == 3
+    assert len(store.bm25("walrus", 10)) == 2
+
+    with store.transaction() as tx:  # replace a.txt: its old words must vanish from BM25
+        tx.put_document(a, [_chunk("an octopus hides")], _units(1, 3))
+    assert [store.chunks([i])[i].path for i, _ in store.bm25("walrus", 10)] == ["/b.txt"]
+    assert store.bm25("penguins", 10) == []
+    assert len(store.bm25("octopus", 10)) == 1
+
+    with store.transaction() as tx:
+        tx.remove_document("/b.txt")
+    assert store.bm25("walrus carpenter", 10) == []
+    assert _fts_rows(store) == 1
+    store.close()
+
+
+def test_fts_follows_an_update_of_chunk_text(tmp_path: Path) -> None:
+    # Code paths that edit chunks in place (not through put_document) are covered by the update trigger.
+    store = Store.open(tmp_path, create=True)
+    store.set_meta({"embedder": {"dim": 8}})
+    with store.transaction() as tx:
+        tx.put_document(DocumentInfo("/a.txt", "h", 1, 1.0, "text"), [_chunk("old words here")], _units(1))
+    db = sqlite3.connect(tmp_path / "index.db")
+    db.execute("UPDATE chunks SET text = 'fresh vocabulary now'")
+    db.commit()
+    db.close()
+    assert store.bm25("old", 5) == []
+    assert len(store.bm25("vocabulary", 5)) == 1
+    assert _fts_rows(store) == 1
+    store.close()
+
+
+def test_index_without_fts_gets_it_on_open(tmp_path: Path) -> None:
+    store = Store.open(tmp_path, create=True)
+    store.set_meta({"embedder": {"dim": 8}})
+    with store.transaction() as tx:
+        tx.put_document(DocumentInfo("/a.txt", "h", 1, 1.0, "text"), [_chunk("lighthouse keeper")], _units(1))
+    store.close()
+    db = sqlite3.connect(tmp_path / "index.db")  # an index written before BM25 existed
+    for trigger in ("chunks_fts_insert", "chunks_fts_delete", "chunks_fts_update"):
+        db.execute(f"DROP TRIGGER {trigger}")
+    db.execute("DROP TABLE chunks_fts")
+    db.commit()
+    db.close()
+    reopened = Store.open(tmp_path)
+    assert len(reopened.bm25("lighthouse", 5)) == 1
+    reopened.close()
+
+
+@pytest.mark.parametrize(
+    "query", ['"', "AND", "OR NOT", "*", "NEAR(a b)", "col:umn", "^start", "a' OR 1=1 --", "(((", "", "   "]
+)
+def test_any_user_text_is_a_safe_bm25_query(sample_index: Index, query: str) -> None:
+    assert isinstance(sample_index.store.bm25(query, 3), list)
+
+
+def test_fts_query_quotes_every_word() -> None:
+    assert fts_query('top-p "AND" NEAR*') == '"top" OR "p" OR "and" OR "near"'
+    assert fts_query("?!") == ""
+
+
+def test_rrf_fusion_matches_hand_computed_scores() -> None:
+    dense = [(1, 0.9), (2, 0.8), (3, 0.7)]
+    sparse = [(3, 12.0), (4, 9.0)]
+    fused = dict(fuse(dense, sparse, Fusion(rrf_k=10, dense_weight=1.0, bm25_weight=2.0)))
+    assert fused[1] == pytest.approx(1 / 11)
+    assert fused[3] == pytest.approx(1 / 13 + 2 / 11)
+    assert fused[4] == pytest.approx(2 / 12)
+    assert [cid for cid, _ in fuse(dense, sparse, Fusion(10, 1.0, 2.0))] == [3, 4, 1, 2]
+
+
+Q19 = next(q for q in load_questions() if q["id"] == "q19")
+
+
+def _found(hits: list) -> set[str]:
+    return {str(Path(h.path).relative_to(SAMPLE_DOCS)) for h in hits}
+
+
+def test_bm25_and_hybrid_find_the_lexical_question_dense_misses(sample_index: Index) -> None:
+    files = set(Q19["files"])
+    assert not _found(sample_index.search(Q19["question"], 5, mode="dense")) & files
+    assert _found(sample_index.search(Q19["question"], 5, mode="bm25")) & files
+    assert _found(sample_index.search(Q19["question"], 5)) & files  # the default, hybrid
+
+
+def test_candidates_explain_every_hit(sample_index: Index) -> None:
+    result = sample_index.retrieve("How does nucleus sampling choose tokens?", 3)
+    assert result.mode == "hybrid"
+    kept = [c for c in result.candidates if c.kept]
+    assert [c.rank for c in kept] == [1, 2, 3] and all(c.reason == "kept" for c in kept)
+    assert [c.chunk_id for c in kept] == [h.chunk_id for h in result.hits]
+    assert {c.reason for c in result.candidates if not c.kept} == {"beyond-k"}
+    fusion = Fusion()
+    for c in result.candidates:
+        assert c.dense_rank is not None or c.bm25_rank is not None
+        expected = sum(1 / (fusion.rrf_k + r) for r in (c.dense_rank, c.bm25_rank) if r is not None)
+        assert c.fused_score == pytest.approx(expected)
+    assert [h.score for h in result.hits] == sorted((h.score for h in result.hits), reverse=True)
+
+
+def test_threshold_is_on_cosine_in_every_mode(sample_index: Index) -> None:
+    for mode in ("dense", "bm25", "hybrid"):
+        result = sample_index.retrieve("How does beam search work?", 5, mode=mode, min_score=0.3)
+        assert result.hits
+        for c in result.candidates:
+            assert c.dense_score is not None
+            assert (c.reason == "threshold") == (c.dense_score < 0.3)
+
+
+@pytest.mark.parametrize("mode", ["dense", "bm25", "hybrid"])
+def test_kind_filter_applies_inside_retrieval(sample_index: Index, mode: str) -> None:
+    # Unfiltered, the top hits for this question come from the attention documents; filtered, all k are PDF chunks.
+    query = "how do tokens attend to each other in self-attention?"
+    hits = sample_index.search(query, 4, mode=mode, filters=Filters(kinds=("pdf",)))
+    assert len(hits) == 4
+    assert {h.kind for h in hits} == {"pdf"}
+    unfiltered = sample_index.search(query, 4, mode=mode)
+    assert sum(h.kind == "pdf" for h in unfiltered) < 4
+
+
+def test_path_glob_filter(sample_index: Index) -> None:
+    for pattern in ("decoding/*", "*.html", str(SAMPLE_DOCS / "decoding") + "/*"):
+        hits = sample_index.search("attention and embeddings", 5, filters=Filters(path=pattern))
+        assert hits, pattern
+        assert all("/decoding/" in h.path or h.path.endswith(".html") for h in hits), pattern
+    assert sample_index.search("attention", 5, filters=Filters(path="no-such-dir/*")) == []
+
+
+def test_modified_since_filter(fresh_index: Index, docs_copy: Path) -> None:
+    old = time.time() - 30 * 86400
+    for path in docs_copy.rglob("*"):
+        os.utime(path, (old, old))
+    recent = docs_copy / "glossary.txt"
+    os.utime(recent, None)
+    fresh_index.ingest(docs_copy)
+    hits = fresh_index.search("tokens", 5, filters=Filters(modified_since=time.time() - 86400))
+    assert hits and {h.path for h in hits} == {str(recent.resolve())}
+
+
+def _mean_pairwise_cosine(index: Index, hits: list) -> float:
+    vecs = index.store.vectors.vectors([h.chunk_id for h in hits])
+    mat = np.stack([vecs[h.chunk_id] for h in hits])
+    sims = mat @ mat.T
+    n = len(hits)
+    return float((sims.sum() - n) / (n * (n - 1)))
+
+
+def test_mmr_trades_relevance_for_diversity(sample_index: Index) -> None:
+    query = "What is temperature in sampling?"
+    plain = sample_index.search(query, 5)
+    assert [h.chunk_id for h in sample_index.search(query, 5, mmr=1.0)] == [h.chunk_id for h in plain]
+    diverse = sample_index.retrieve(query, 5, mmr=0.3)
+    assert diverse.hits[0].chunk_id == plain[0].chunk_id  # the most relevant still leads
+    assert _mean_pairwise_cosine(sample_index, diverse.hits) < _mean_pairwise_cosine(sample_index, plain)
+    assert any(c.reason == "mmr" for c in diverse.candidates)
+    with pytest.raises(ConfigError, match="mmr"):
+        sample_index.search(query, 5, mmr=1.5)
+
+
+def test_unknown_mode_is_a_config_error(sample_index: Index) -> None:
+    with pytest.raises(ConfigError, match="retrieval mode"):
+        sample_index.search("attention", 3, mode="sparse")
+
+
+def test_missing_reranker_is_a_typed_error(sample_index: Index, tmp_path: Path) -> None:
+    # No cross-encoder is bundled (and nothing may be downloaded): only the error paths are testable here.
+    for spec in (str(tmp_path / "no-such-model"), "./relative/missing"):
+        index = Index(sample_index.store, Config.load(index=sample_index.store.directory, reranker=spec))
+        index.embedder = sample_index.embedder
+        with pytest.raises(ModelNotFoundError, match="reranker"):
+            index.search("attention", 3)
+    not_a_model = tmp_path / "empty-folder"
+    not_a_model.mkdir()
+    index = Index(sample_index.store, Config.load(index=sample_index.store.directory, reranker=str(not_a_model)))
+    index.embedder = sample_index.embedder
+    with pytest.raises(ModelNotFoundError, match="could not be loaded"):
+        index.search("attention", 3)
+    # rerank=False (what `rag eval` uses for the non-rerank columns) leaves the reranker untouched.
+    assert index.retrieve("attention", 3, rerank=False).hits
+
+
+def test_retrieval_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Config.load().retrieval_mode == "hybrid" and Config.load().mmr is None
+    monkeypatch.setenv("RAG_RETRIEVAL_MODE", "bm25")
+    monkeypatch.setenv("RAG_MMR", "0.5")
+    monkeypatch.setenv("RAG_RERANKER", "")
+    config = Config.load()
+    assert (config.retrieval_mode, config.mmr, config.reranker) == ("bm25", 0.5, None)
+    monkeypatch.setenv("RAG_RETRIEVAL_MODE", "sparse")
+    with pytest.raises(ConfigError, match="retrieval_mode"):
+        Config.load()
