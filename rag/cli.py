@@ -114,7 +114,7 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--no-repeat-ngram-size", type=int, default=0, metavar="N", help="forbid repeated n-grams")
     d.add_argument("--seed", type=int, metavar="S", help="random seed for sampling")
 
-    ex = sub.add_parser("explain", parents=[common], help="show tokens, retrieval, prompt, attention and decoding")
+    ex = sub.add_parser("explain", parents=[common, retrieval], help="tokens, retrieval, prompt, attention, decoding")
     ex.add_argument("question")
     ex.add_argument("-k", type=_positive_int, metavar="N", help="sources to retrieve (default 5)")
     ex.add_argument("--max-new-tokens", type=_positive_int, default=64, metavar="N", help="answer length (64)")
@@ -400,7 +400,8 @@ def _cmd_explain(args: argparse.Namespace) -> int:
 
     if args.steps < 0:
         raise ConfigError("--steps: must be >= 0")
-    config = _config(args)
+    config = _config(args, retrieval_mode=args.mode, reranker=args.reranker)
+    filters = _filters(args)
     with _open(config) as index:
         layers = int(index.generator.model.config.num_hidden_layers)
         if args.layer is not None and args.layer > layers:  # before minutes of work, not after
@@ -414,6 +415,8 @@ def _cmd_explain(args: argparse.Namespace) -> int:
             max_new_tokens=args.max_new_tokens,
             first_steps=args.steps,
             compare_decoding=args.compare_decoding,
+            filters=filters,
+            mmr=args.mmr,
         )
     layer = _check_layer_source(e, args)
     files = _explain_files(e, Path(args.out), layer, args.source) if args.out else []

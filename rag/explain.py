@@ -29,10 +29,8 @@ if TYPE_CHECKING:
 
     from rag.api import Index
     from rag.generate import Generator
-    from rag.types import Hit
+    from rag.types import Filters
 
-# Candidates looked at beyond k, so the stage table shows what just missed.
-SEARCH_DEPTH = 20
 # The side-by-side strategies of --compare-decoding; sampled ones use a fixed seed so a rerun gives the same text.
 COMPARED: dict[str, Decoding] = {
     "greedy": Decoding(),
@@ -183,13 +181,30 @@ def generator_tokens(gen: Generator, text: str) -> TokenView:
 
 
 def retrieval_stages(
-    index: Index, question: str, k: int, max_new_tokens: int
+    index: Index,
+    question: str,
+    k: int,
+    max_new_tokens: int,
+    *,
+    mode: str | None = None,
+    filters: Filters | None = None,
+    mmr: float | None = None,
 ) -> tuple[list[Candidate], PackedPrompt | None, dict[str, Any]]:
-    """Every candidate of a deeper search with its fate, and the prompt ``rag ask`` would build from the hits."""
+    """Every candidate the retrievers proposed with its fate, and the prompt ``rag ask`` would build from the hits.
+
+    Retrieval is :meth:`Index.retrieve` with ``rag ask``'s settings (configured mode, ``min_score``), so the
+    candidates kept are exactly what ``rag search --min-score`` returns for the same settings.
+    """
     config = index.config
-    deep = index.search(question, max(SEARCH_DEPTH, 2 * k))
-    hits: list[Hit] = [h for h in deep[:k] if h.score >= config.min_score]
-    settings = {"mode": "dense", "k": k, "min_score": config.min_score, "searched": len(deep)}
+    retrieval = index.retrieve(question, k, mode=mode, min_score=config.min_score, filters=filters, mmr=mmr)
+    hits = retrieval.hits
+    settings = {
+        "mode": retrieval.mode,
+        "k": k,
+        "min_score": config.min_score,
+        "searched": len(retrieval.candidates),
+        **{key: v for key, v in retrieval.settings.items() if key not in ("k", "min_score")},
+    }
     packed = None
     excerpt_of: dict[int, str] = {}
     if hits:
@@ -202,37 +217,49 @@ def retrieval_stages(
         settings["context_budget"] = budget
         excerpt_of = {h.chunk_id: t for h, t in zip(hits, excerpts or [h.text for h in hits], strict=True)}
     source_of = {h.chunk_id: n for n, h in enumerate(packed.sources if packed else [], start=1)}
-    rank_of = {h.chunk_id: n for n, h in enumerate(hits, start=1)}
+    rows = index.store.chunks([c.chunk_id for c in retrieval.candidates])
+    why = {
+        "threshold": f"below min_score {config.min_score:g}",
+        "mmr": "left out by MMR (diversity)",
+        "beyond-k": f"beyond k={k}",
+        "missing": "deleted meanwhile",
+    }
     out = []
-    for dense_rank, h in enumerate(deep, start=1):
-        source = source_of.get(h.chunk_id)
+    for c in retrieval.candidates:
+        row = rows.get(c.chunk_id)
+        source = source_of.get(c.chunk_id)
         if source is not None:
             reason = f"in the prompt as [{source}]"
-        elif h.score < config.min_score:
-            reason = f"below min_score {config.min_score:g}"
-        elif dense_rank > k:
-            reason = f"beyond k={k}"
-        elif not excerpt_of.get(h.chunk_id, "").strip():
+        elif not c.kept:
+            reason = why.get(c.reason, c.reason)
+        elif not excerpt_of.get(c.chunk_id, "").strip():
             reason = f"none of the {config.focus_sentences} focus sentences"
         else:
             reason = "context budget"
         out.append(
             Candidate(
-                chunk_id=h.chunk_id,
-                path=h.path,
-                location=h.location(),
-                dense_score=h.score,
-                dense_rank=dense_rank,
-                bm25_score=None,
-                bm25_rank=None,
-                fused_score=None,
-                rank=rank_of.get(h.chunk_id),
+                chunk_id=c.chunk_id,
+                path=row.path if row else "?",
+                location=_location(row) if row else "?",
+                dense_score=c.dense_score,
+                dense_rank=c.dense_rank,
+                bm25_score=c.bm25_score,
+                bm25_rank=c.bm25_rank,
+                fused_score=c.fused_score,
+                rank=c.rank,
                 kept=source is not None,
                 reason=reason,
                 source=source,
             )
         )
     return out, packed, settings
+
+
+def _location(row: Any) -> str:
+    from rag.types import Hit
+
+    return Hit(0, 0.0, row.id, row.path, row.title, row.kind, row.ordinal, row.start, row.end, row.page,
+               row.heading, row.token_count, "").location()  # fmt: skip
 
 
 def prompt_view(gen: Generator, packed: PackedPrompt) -> tuple[PromptView, TokenView]:
@@ -418,10 +445,15 @@ def explain(
     max_new_tokens: int = 64,
     first_steps: int = 5,
     compare_decoding: bool = False,
+    mode: str | None = None,
+    filters: Filters | None = None,
+    mmr: float | None = None,
 ) -> Explanation:
     """Explain how ``index`` answers ``question``: tokens, retrieval stages, prompt, attention, decoding.
 
-    The answer is greedy (``rag ask``'s default). With ``compare_decoding`` the same prompt is also answered by
+    Retrieval is ``rag ask``'s (``mode``: dense | bm25 | hybrid, default the configured one; ``filters`` and
+    ``mmr`` as in :meth:`Index.retrieve`). The answer is
+    greedy (``rag ask``'s default). With ``compare_decoding`` the same prompt is also answered by
     each strategy in :data:`COMPARED` (one generation each).
     """
     from rag.prompt import citations
@@ -431,7 +463,9 @@ def explain(
     if max_new_tokens < 1:
         raise ConfigError("--max-new-tokens: must be at least 1")
     k = k or index.config.top_k
-    candidates, packed, settings = retrieval_stages(index, question, k, max_new_tokens)
+    candidates, packed, settings = retrieval_stages(
+        index, question, k, max_new_tokens, mode=mode, filters=filters, mmr=mmr
+    )
     gen = index.generator
     result = Explanation(
         question=question,

@@ -7,6 +7,8 @@ from pathlib import Path
 from rag.explain import Explanation
 
 _SHADES = " ░▒▓█"
+# Retrieval looks 100 deep; the table shows the best of them (and every kept one).
+SHOW_CANDIDATES = 15
 
 
 def _shade(value: float) -> str:
@@ -36,7 +38,8 @@ def render(e: Explanation, *, layer: int | None = None, show_prompt: bool = True
     r = e.retrieval
     add(f"Retrieval ({r['mode']}, k={r['k']}, min_score {r['min_score']:g}, {r['searched']} candidates searched)")
     add(f"  {'#':>3} {'dense':>6} {'bm25':>7} {'fused':>7}  {'file · location':<58} outcome")
-    for c in e.candidates:
+    shown = [c for n, c in enumerate(e.candidates) if n < SHOW_CANDIDATES or c.rank is not None]
+    for c in shown:
         bm25 = f"{c.bm25_score:7.2f}" if c.bm25_score is not None else f"{'-':>7}"
         fused = f"{c.fused_score:7.4f}" if c.fused_score is not None else f"{'-':>7}"
         dense = f"{c.dense_score:6.3f}" if c.dense_score is not None else f"{'-':>6}"
@@ -45,6 +48,8 @@ def render(e: Explanation, *, layer: int | None = None, show_prompt: bool = True
         tokens = f" ({c.prompt_tokens} tokens)" if c.prompt_tokens else ""
         rank = c.rank if c.rank is not None else "-"
         add(f"  {rank!s:>3} {dense} {bm25} {fused}  {where:<58} {c.reason}{tokens}")
+    if len(shown) < len(e.candidates):
+        add(f"  ... {len(e.candidates) - len(shown)} more candidates, all dropped (--json lists every one)")
     if e.prompt is None:
         add("")
         add("Nothing relevant was retrieved: no prompt, no answer.")
