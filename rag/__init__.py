@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from ingest.pipeline import IngestReport, Progress, SkippedFile
     from rag.api import AnswerStream, Index
     from rag.config import Config
+    from rag.embedmap import EmbeddingMap, embedding_map
     from rag.errors import (
         ConfigError,
         IndexBusyError,
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
         RagError,
         SourceNotFoundError,
     )
+    from rag.explain import Explanation, explain
     from rag.generate import Decoding
     from rag.store import Problem
     from rag.types import Answer, Hit
@@ -39,6 +41,8 @@ _EXPORTS = {
     "Config": "rag.config",
     "ConfigError": "rag.errors",
     "Decoding": "rag.generate",
+    "EmbeddingMap": "rag.embedmap",
+    "Explanation": "rag.explain",
     "Hit": "rag.types",
     "Index": "rag.api",
     "IndexBusyError": "rag.errors",
@@ -52,6 +56,8 @@ _EXPORTS = {
     "RagError": "rag.errors",
     "SkippedFile": "ingest.pipeline",
     "SourceNotFoundError": "rag.errors",
+    "embedding_map": "rag.embedmap",
+    "explain": "rag.explain",
 }
 __all__ = [
     "Answer",
@@ -59,6 +65,8 @@ __all__ = [
     "Config",
     "ConfigError",
     "Decoding",
+    "EmbeddingMap",
+    "Explanation",
     "Hit",
     "Index",
     "IndexBusyError",
@@ -72,6 +80,8 @@ __all__ = [
     "RagError",
     "SkippedFile",
     "SourceNotFoundError",
+    "embedding_map",
+    "explain",
 ]
 
 

@@ -121,6 +121,30 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--no-repeat-ngram-size", type=int, default=0, metavar="N", help="forbid repeated n-grams")
     d.add_argument("--seed", type=int, metavar="S", help="random seed for sampling")
 
+    ex = sub.add_parser("explain", parents=[common, retrieval], help="tokens, retrieval, prompt, attention, decoding")
+    ex.add_argument("question")
+    ex.add_argument("-k", type=_positive_int, metavar="N", help="sources to retrieve (default 5)")
+    ex.add_argument("--max-new-tokens", type=_positive_int, default=64, metavar="N", help="answer length (64)")
+    ex.add_argument("--out", metavar="DIR", help="write explain.json, prompt.txt and heatmap PNGs to DIR")
+    ex.add_argument("--layer", type=_positive_int, metavar="N", help="attention of layer N alone (1-based)")
+    ex.add_argument("--source", type=_positive_int, metavar="N", help="context heatmap for source N (default: top)")
+    ex.add_argument("--steps", type=int, default=5, metavar="N", help="decoding steps to show candidates for (5)")
+    ex.add_argument(
+        "--compare-decoding", action="store_true", help="also answer with beam search, temperatures, top-k, top-p"
+    )
+    ex.add_argument("--no-prompt", action="store_true", help="do not print the packed prompt's text")
+
+    mp = sub.add_parser("map", parents=[common], help="draw the chunk embeddings in 2-D, coloured by document")
+    mp.add_argument("--query", metavar="Q", help="place this query and ring its top-k chunks")
+    mp.add_argument("-k", type=_positive_int, metavar="N", help="hits to ring (default 5)")
+    mp.add_argument("--method", choices=["pca", "tsne"], default="pca", help="projection (default pca)")
+    mp.add_argument("--perplexity", type=float, default=30.0, metavar="P", help="t-SNE perplexity (30)")
+    mp.add_argument("--seed", type=int, default=0, metavar="S", help="sampling and t-SNE seed (0)")
+    mp.add_argument(
+        "--max-points", type=_positive_int, metavar="N", help="sample down to N chunks (pca 20000, tsne 5000)"
+    )
+    mp.add_argument("--out", metavar="DIR", default=".", help="folder for map-<method>.png (default .)")
+
     rm = sub.add_parser("remove", parents=[common], help="remove documents (files, or every file under folders)")
     rm.add_argument("paths", nargs="+", metavar="PATH", help="indexed file or folder; need not exist on disk")
 
@@ -395,6 +419,108 @@ def _print_support(answer: Any) -> None:
             print(f'  ! unsupported: "{s.claim}"; closest source text: "{quote}"\n    {where}')
 
 
+# --- explain / map --------------------------------------------------------------------------------------------
+
+
+def _cmd_explain(args: argparse.Namespace) -> int:
+    from rag.errors import ConfigError
+    from rag.explain import explain
+    from rag.explain_text import render
+
+    if args.steps < 0:
+        raise ConfigError("--steps: must be >= 0")
+    config = _config(args, retrieval_mode=args.mode, reranker=args.reranker)
+    filters = _filters(args)
+    with _open(config) as index:
+        layers = int(index.generator.model.config.num_hidden_layers)
+        if args.layer is not None and args.layer > layers:  # before minutes of work, not after
+            raise ConfigError(f"--layer {args.layer}: the generator has layers 1 to {layers}")
+        if not args.quiet and sys.stderr.isatty() and args.compare_decoding:
+            print("rag explain: answering once per decoding strategy (6 generations)...", file=sys.stderr)
+        e = explain(
+            index,
+            args.question,
+            k=args.k,
+            max_new_tokens=args.max_new_tokens,
+            first_steps=args.steps,
+            compare_decoding=args.compare_decoding,
+            filters=filters,
+            mmr=args.mmr,
+        )
+    layer = _check_layer_source(e, args)
+    files = _explain_files(e, Path(args.out), layer, args.source) if args.out else []
+    if args.json:
+        _dump({**e.as_dict(), "files": files})
+        return 0
+    print("\n".join(render(e, layer=layer, show_prompt=not args.no_prompt)))
+    if files:
+        print("\nwrote " + ", ".join(files))
+    return 0
+
+
+def _check_layer_source(e: Any, args: argparse.Namespace) -> int | None:
+    from rag.errors import ConfigError
+
+    if args.source is not None and e.prompt is not None and args.source > len(e.prompt.sources):
+        raise ConfigError(f"--source {args.source}: the prompt has sources 1 to {len(e.prompt.sources)}")
+    return args.layer - 1 if args.layer is not None else None
+
+
+def _explain_files(e: Any, out: Path, layer: int | None, source: int | None) -> list[str]:
+    from rag import plots
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "explain.json").write_text(json.dumps(e.as_dict(), indent=2, ensure_ascii=False, default=str))
+    files = [out / "explain.json"]
+    if e.prompt is not None:
+        (out / "prompt.txt").write_text(e.prompt.text)
+        files.append(out / "prompt.txt")
+    a = e.attention
+    if a is not None and a.answer_tokens:
+        shares = a.answer_share if layer is None else a.layer_answer_share[layer]
+        source = source or max(range(len(shares)), key=lambda i: shares[i]) + 1
+        plots.source_heatmap(a, e.prompt.sources, out / "attention-sources.png", layer)
+        tokens = a.context_tokens[source - 1]
+        name = out / f"attention-source-{source}.png"
+        plots.context_heatmap(a, source, tokens, e.prompt.sources[source - 1], name, layer)
+        files += [out / "attention-sources.png", name]
+    return [_show(str(f)) for f in files]
+
+
+def _cmd_map(args: argparse.Namespace) -> int:
+    from rag import plots
+    from rag.embedmap import embedding_map
+
+    config = _config(args)
+    with _open(config) as index:
+        emap = embedding_map(
+            index,
+            query=args.query,
+            k=args.k,
+            method=args.method,
+            max_points=args.max_points,
+            perplexity=args.perplexity,
+            seed=args.seed,
+        )
+    path = Path(args.out) / f"map-{args.method}.png"
+    width, height = plots.map_png(emap, path)
+    if args.json:
+        _dump({**emap.as_dict(), "file": _show(str(path)), "width": width, "height": height})
+        return 0
+    shown = f"{len(emap.chunk_ids)} of {emap.total_chunks} chunks (random sample, seed {emap.seed})"
+    print(
+        f"{shown if emap.sampled else f'{emap.total_chunks} chunks'} from {len(emap.documents)} documents, "
+        f"{emap.method.upper()} in {emap.seconds:.1f} s"
+    )
+    if emap.explained_variance:
+        print("axes hold {:.1%} and {:.1%} of the variance".format(*emap.explained_variance))
+    if emap.perplexity is not None:
+        print(f"t-SNE perplexity {emap.perplexity:g}, seed {emap.seed}")
+    for h in emap.hits:
+        print(f"{h['rank']:>2}. {h['score']:.3f}  {_show(h['path'])}  at ({h['x']:.2f}, {h['y']:.2f})")
+    print(f"wrote {_show(str(path))} ({width}x{height})")
+
+
 # --- remove / doctor / reindex --------------------------------------------------------------------------------
 
 
@@ -561,6 +687,8 @@ _COMMANDS = {
     "ingest": _cmd_ingest,
     "search": _cmd_search,
     "ask": _cmd_ask,
+    "explain": _cmd_explain,
+    "map": _cmd_map,
     "remove": _cmd_remove,
     "doctor": _cmd_doctor,
     "reindex": _cmd_reindex,

@@ -155,6 +155,16 @@ class VectorIndex:
         ]
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """All (ids (n,), vectors (n, dim)) held, in the same order."""
+        import faiss
+        import numpy as np
+
+        n = len(self)
+        if n == 0:
+            return np.zeros(0, dtype=np.int64), np.zeros((0, self.dim), dtype=np.float32)
+        return self.ids(), faiss.downcast_index(self._index.index).reconstruct_n(0, n)
+
     def save(self, path: Path) -> None:
         """Write to a temporary file and rename it into place, so readers never see half a file."""
         import faiss
