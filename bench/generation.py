@@ -66,6 +66,8 @@ def run(backends: list[str], repeats: int, cache_dir: Path, prompt_tokens: int =
             load_s = time.perf_counter() - started
             runs = []
             for _ in range(repeats):
+                if gen._lean is not None:  # no prompt cache between runs: every run pays its prefill, like llama.cpp
+                    gen._lean.ids = []
                 stream = gen.stream(messages, decoding, logits_processor=[no_eos])
                 try:
                     while True:

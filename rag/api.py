@@ -22,17 +22,13 @@ from rag.models import resolve_embedder, resolve_generator
 from rag.modes import (
     NOT_IN_SOURCES,
     PROMPTS,
-    QUOTE_END_BIAS,
     QUOTE_LENGTH_PENALTY,
     QUOTE_PROMPT,
-    QUOTE_SENTENCES,
     QUOTE_TOKENS,
-    answer_start,
     best_sentence,
-    best_sentences,
     check_mode,
     mode_decoding,
-    question_words,
+    quote_constraint,
     trim,
 )
 from rag.prompt import PackedPrompt, citations, focus, pack
@@ -418,14 +414,8 @@ class Index:
     def _quote(self, question: str, packed: PackedPrompt, decoding: Decoding) -> Iterator[str]:
         """Constrained decoding over the prompt's sentences: the answer is a verbatim span of them, cut where
         the model most wanted to end it. Yields the finished quote as one piece (the cut is known at the end)."""
-        from rag.quote import QuoteConstraint
-
         gen = self.generator
-        segments = best_sentences(question, packed.sources, packed.excerpts, self._similarity, QUOTE_SENTENCES)
-        constraint = QuoteConstraint.build(
-            gen.tokenizer, segments, QUOTE_END_BIAS, avoid=question_words(question), start=answer_start(question)
-        )
-        constraint.trace = []
+        constraint = quote_constraint(question, packed, self._similarity, gen.tokenizer)
         messages = packed.messages
         if messages[0]["content"] != QUOTE_PROMPT:  # auto's fallback: same sources, the quote instruction
             messages = [{"role": "system", "content": QUOTE_PROMPT}, *messages[1:]]

@@ -133,6 +133,12 @@ def _parser() -> argparse.ArgumentParser:
         "--compare-decoding", action="store_true", help="also answer with beam search, temperatures, top-k, top-p"
     )
     ex.add_argument("--no-prompt", action="store_true", help="do not print the packed prompt's text")
+    ex.add_argument(
+        "--answer-mode",
+        metavar="MODE",
+        help="decode as `rag ask` does in MODE: quote (default: constrained to a span of the sources), or "
+        "generate / auto (free); env RAG_ANSWER_MODE",
+    )
 
     mp = sub.add_parser("map", parents=[common], help="draw the chunk embeddings in 2-D, coloured by document")
     mp.add_argument("--query", metavar="Q", help="place this query and ring its top-k chunks")
@@ -164,7 +170,13 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--split", help="BEIR: qrels split (default test); QA: tune (even lines), test (odd), all")
     ev.add_argument("--mode", action="append", choices=["dense", "bm25", "hybrid", "rerank"], help="repeatable")
     ev.add_argument("--limit", type=_positive_int, metavar="N", help="only the first N queries")
-    ev.add_argument("--answers", action="store_true", help="QA: also generate and score answers (slow)")
+    ev.add_argument("--answers", action="store_true", help="QA: also answer each question and score the answers (slow)")
+    ev.add_argument(
+        "--answer-mode",
+        action="append",
+        metavar="MODE",
+        help="with --answers: quote, auto, generate or extract; repeatable (default: all four, side by side)",
+    )
     ev.add_argument("--chunk-tokens", type=int, metavar="N", help="chunk size for the evaluation index")
     ev.add_argument("--chunk-overlap", type=int, metavar="N", help="chunk overlap for the evaluation index")
     ev.add_argument("--reranker", metavar="M", help="cross-encoder folder; adds a 'rerank' column")
@@ -446,6 +458,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
             compare_decoding=args.compare_decoding,
             filters=filters,
             mmr=args.mmr,
+            answer_mode=args.answer_mode,
         )
     layer = _check_layer_source(e, args)
     files = _explain_files(e, Path(args.out), layer, args.source) if args.out else []
@@ -640,7 +653,14 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     line = _EvalProgress(sys.stderr) if not args.quiet and sys.stderr.isatty() else None
     try:
         report = evaluate(
-            target, config, split=split, modes=args.mode, limit=args.limit, answers=args.answers, progress=line
+            target,
+            config,
+            split=split,
+            modes=args.mode,
+            limit=args.limit,
+            answers=args.answers,
+            answer_modes=args.answer_mode,
+            progress=line,
         )
     finally:
         if line:
@@ -674,8 +694,11 @@ def _print_eval(r: EvalReport) -> None:
     print(f"{'metric':<14}" + "".join(f"{m:>10}" for m in modes))
     for metric in metrics:
         print(f"{metric:<14}" + "".join(f"{r.modes[m].get(metric, 0.0):>10.4f}" for m in modes))
-    for label, scores in r.answers.items():
-        print(f"answers ({label}): " + " · ".join(f"{k} {v:.3f}" for k, v in scores.items()))
+    if r.answers:
+        answer_modes = list(r.answers)
+        print(f"{'answers':<18}" + "".join(f"{m:>10}" for m in answer_modes))
+        for metric in dict.fromkeys(k for scores in r.answers.values() for k in scores):
+            print(f"{metric:<18}" + "".join(f"{r.answers[m].get(metric, 0.0):>10.3f}" for m in answer_modes))
     s = r.settings
     print(
         f"settings: chunks {s['chunk_tokens']}/{s['chunk_overlap']} · rrf_k {s['rrf_k']:g} · weights dense "

@@ -174,7 +174,8 @@ def qa_paths(target: Path) -> tuple[Path, Path]:
 
 
 def load_qa(path: Path, split: str = "all", limit: int | None = None) -> list[QAItem]:
-    """Questions of ``split``: ``tune`` = even line index (0, 2, ...), ``test`` = odd, ``all`` = every line.
+    """Questions of ``split``: ``tune`` = even line index (0, 2, ...), ``test`` = odd, ``all`` = every line;
+    ``limit`` of them spread evenly over the split.
 
     Each line needs ``question`` and ``answers`` (a list of strings); ``doc_file`` or ``files`` (paths relative
     to the questions file's folder) name the gold files.
@@ -196,11 +197,10 @@ def load_qa(path: Path, split: str = "all", limit: int | None = None) -> list[QA
                 str(row.get("id", n)),
             )
         )
-        if limit and len(items) >= limit:
-            break
     if not items:
         raise ConfigError(f"{path} has no questions in split {split!r}")
-    return items
+    # Spread over the file: QA files are grouped by article, so the first N would cover only a few.
+    return items[:: max(1, len(items) // limit)][:limit] if limit else items
 
 
 # --- scoring --------------------------------------------------------------------------------------------------
@@ -232,15 +232,20 @@ def qa_retrieval_scores(item: QAItem, hits: list[Hit]) -> dict[str, float]:
     return scores
 
 
-def answer_scores(answer: Answer, golds: list[str]) -> dict[str, float]:
-    """SQuAD exact match, token F1 and answer-contained for one generated answer, plus its seconds."""
+def answer_scores(answer: Answer, golds: list[str], shown: str = "") -> dict[str, float]:
+    """SQuAD exact match, token F1 and answer-contained for one answer (0 when it declined), the retrieval
+    ceiling (a gold answer in ``shown``, the source text the prompt showed), whether it was answered and fully
+    supported by its cited spans, and its seconds from retrieval to the end of the support check."""
     t = answer.timings
-    seconds = sum(t.get(key, 0.0) for key in ("retrieve_s", "pack_s", "generate_s"))
+    seconds = sum(t.get(key, 0.0) for key in ("retrieve_s", "pack_s", "generate_s", "verify_s", "fallback_s"))
+    said = answer.text if answer.answered else ""
     return {
-        "exact_match": exact_match(answer.text, golds),
-        "token_f1": token_f1(answer.text, golds),
-        "answer_contained": answer_contained(answer.text, golds),
+        "exact_match": exact_match(said, golds),
+        "token_f1": token_f1(said, golds),
+        "answer_contained": answer_contained(said, golds),
+        "ceiling": answer_contained(shown, golds),
         "answered": float(answer.answered),
+        "faithful": float(answer.answered and answer.supported),
         "seconds_per_answer": seconds,
     }
 
@@ -248,6 +253,15 @@ def answer_scores(answer: Answer, golds: list[str]) -> dict[str, float]:
 def _mean(rows: list[dict[str, float]]) -> dict[str, float]:
     keys = list(dict.fromkeys(k for r in rows for k in r))
     return {k: sum(r.get(k, 0.0) for r in rows) / len(rows) for k in keys} if rows else {}
+
+
+def _answer_means(rows: list[dict[str, float]]) -> dict[str, float]:
+    """Means over all questions, but faithfulness over the answered ones: declining is not unfaithful."""
+    means = _mean(rows)
+    answered = [r for r in rows if r["answered"]]
+    if "faithful" in means:
+        means["faithful"] = sum(r["faithful"] for r in answered) / len(answered) if answered else 0.0
+    return means
 
 
 def ranked_documents(hits: list[Hit], doc_of: Callable[[str], str | None]) -> list[str]:
@@ -401,12 +415,15 @@ def evaluate_qa(
     modes: Iterable[str] | None = None,
     limit: int | None = None,
     answers: bool = False,
+    answer_modes: Iterable[str] | None = None,
     progress: Progress | None = None,
     embedder: Embedder | None = None,
 ) -> EvalReport:
-    """Retrieval hit@k and MRR per mode for a QA file over its docs folder; with ``answers``, also generate
-    answers (configured mode) and score them with :func:`answer_scores`."""
+    """Retrieval hit@k and MRR per mode for a QA file over its docs folder; with ``answers``, also answer every
+    question in each of ``answer_modes`` (default: all of :data:`rag.modes.ANSWER_MODES`) and score them with
+    :func:`answer_scores`, side by side."""
     from rag.api import Index
+    from rag.modes import ANSWER_MODES, check_mode
 
     started = time.monotonic()
     chosen = eval_modes(config, modes)
@@ -427,12 +444,19 @@ def evaluate_qa(
                     progress("questions", i, len(items))
                 for mode, hits in _retrieve_all(index, item.question, chosen, depth, k=max(HIT_KS)).items():
                     per_mode[mode].append(qa_retrieval_scores(item, hits))
-        answer_rows = []
-        if answers:
-            for i, item in enumerate(items):
-                if progress:
-                    progress("answers", i, len(items))
-                answer_rows.append(answer_scores(index.ask(item.question), item.answers))
+        answering = [check_mode(m) for m in (answer_modes or ANSWER_MODES)] if answers or answer_modes else []
+        answer_rows: dict[str, list[dict[str, float]]] = {m: [] for m in answering}
+        for m in answering:  # load the generator (and build each mode's state) before anything is timed
+            index.ask(items[0].question, answer_mode=m)
+        for i, item in enumerate(items if answering else []):
+            if progress:
+                progress("answers", i, len(items))
+            for m in answering:
+                stream = index.ask_stream(item.question, answer_mode=m)
+                for _ in stream:
+                    pass
+                shown = " ".join(stream.prompt.excerpts) if stream.prompt else ""
+                answer_rows[m].append(answer_scores(stream.answer, item.answers, shown))
         if progress:
             progress("done", len(items), len(items))
         return EvalReport(
@@ -441,7 +465,7 @@ def evaluate_qa(
             split=split,
             queries=len(items),
             modes={m: _mean(rows) for m, rows in per_mode.items()},
-            answers={config.retrieval_mode: _mean(answer_rows)} if answers else {},
+            answers={m: _answer_means(rows) for m, rows in answer_rows.items()},
             settings=_settings(config, depth),
             index=str(index.store.directory),
             ingest=_ingest_summary(report, n_docs, n_chunks),
@@ -458,7 +482,7 @@ def evaluate(target: Path, config: Config, **options: Any) -> EvalReport:
     if not target.exists():
         raise SourceNotFoundError(f"{target} does not exist; give a BEIR folder or a questions.jsonl file")
     if target.is_dir() and is_beir(target):
-        if options.pop("answers", False):
+        if options.pop("answers", False) or options.pop("answer_modes", None):
             raise ConfigError("--answers needs a QA file (questions with gold answers), not a BEIR folder")
         return evaluate_beir(target, config, **options)
     return evaluate_qa(target, config, **options)

@@ -15,14 +15,14 @@ the answer so far) is reported next to it as ``other_prompt`` and ``answer_so_fa
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from rag.errors import ConfigError
 from rag.generate import Decoding
-from rag.prompt import PackedPrompt, focus, pack, source_label
+from rag.prompt import SYSTEM_PROMPT, PackedPrompt, focus, pack, source_label
 
 if TYPE_CHECKING:
     import numpy as np
@@ -140,6 +140,7 @@ class Explanation:
     retrieval: dict[str, Any]  # mode and settings
     candidates: list[Candidate]
     prompt: PromptView | None  # None when nothing relevant was retrieved
+    answer_mode: str = "quote"  # how the answer was decoded: a constrained quote, or free (see explain())
     answer: str = ""
     answer_ids: list[int] = field(default_factory=list)
     cited: list[int] = field(default_factory=list)
@@ -189,6 +190,7 @@ def retrieval_stages(
     mode: str | None = None,
     filters: Filters | None = None,
     mmr: float | None = None,
+    system: str = SYSTEM_PROMPT,
 ) -> tuple[list[Candidate], PackedPrompt | None, dict[str, Any]]:
     """Every candidate the retrievers proposed with its fate, and the prompt ``rag ask`` would build from the hits.
 
@@ -213,7 +215,7 @@ def retrieval_stages(
         if budget < 128:
             raise ConfigError(f"--max-new-tokens {max_new_tokens} leaves no room for sources; lower it")
         excerpts = focus(question, hits, index._similarity, config.focus_sentences) if config.focus_sentences else None
-        packed = pack(question, hits, gen.count, budget, excerpts)
+        packed = pack(question, hits, gen.count, budget, excerpts, system=system)
         settings["context_budget"] = budget
         excerpt_of = {h.chunk_id: t for h, t in zip(hits, excerpts or [h.text for h in hits], strict=True)}
     source_of = {h.chunk_id: n for n, h in enumerate(packed.sources if packed else [], start=1)}
@@ -332,12 +334,19 @@ def _eos_ids(gen: Generator) -> set[int]:
 
 
 def decode_with_attention(
-    gen: Generator, prompt_ids: list[int], max_new_tokens: int, first_steps: int = 5
+    gen: Generator,
+    prompt_ids: list[int],
+    max_new_tokens: int,
+    first_steps: int = 5,
+    processors: Sequence[Any] = (),
+    stop: Sequence[str] = (),
 ) -> tuple[list[int], np.ndarray, list[Step]]:
     """Greedy answer ids, their attention [layer, answer token, position] (mean over heads), and the first steps.
 
     The row for answer token t is the attention of the query that predicted t: the last prompt token for the
-    first one, answer token t-1 after that.
+    first one, answer token t-1 after that. ``processors`` (``transformers`` logits processors, e.g. the quote
+    constraint) shape each choice; the steps show the model's own distribution before them. Decoding ends at
+    end-of-sequence or once the answer holds one of ``stop`` (that token is not kept).
     """
     import numpy as np
     import torch
@@ -356,10 +365,13 @@ def decode_with_attention(
             out = model(input_ids=torch.tensor([[nxt]]), past_key_values=past, use_cache=True, output_attentions=True)
             past = out.past_key_values
             logits = out.logits[0, -1].float()
-            nxt = int(torch.argmax(logits))
+            shaped = logits[None]
+            for proc in processors:
+                shaped = proc(torch.tensor([prompt_ids + answer]), shaped)
+            nxt = int(torch.argmax(shaped[0]))
             if len(steps) < first_steps:
                 steps.append(_step(gen, logits, len(steps) + 1, nxt))
-            if nxt in eos:
+            if nxt in eos or (stop and any(x in gen.tokenizer.decode([*answer, nxt]) for x in stop)):
                 break
             # [layers, heads, 1, positions] -> [layers, positions], mean over heads
             rows.append(torch.stack([a[0, :, -1, :] for a in out.attentions]).float().mean(dim=1).numpy())
@@ -448,14 +460,20 @@ def explain(
     mode: str | None = None,
     filters: Filters | None = None,
     mmr: float | None = None,
+    answer_mode: str | None = None,
 ) -> Explanation:
     """Explain how ``index`` answers ``question``: tokens, retrieval stages, prompt, attention, decoding.
 
     Retrieval is ``rag ask``'s (``mode``: dense | bm25 | hybrid, default the configured one; ``filters`` and
-    ``mmr`` as in :meth:`Index.retrieve`). The answer is
-    greedy (``rag ask``'s default). With ``compare_decoding`` the same prompt is also answered by
-    each strategy in :data:`COMPARED` (one generation each).
+    ``mmr`` as in :meth:`Index.retrieve`). The answer is decoded greedily as ``answer_mode`` (default the
+    configured one) does it: ``quote`` under the quote constraint, cut and trimmed as ``rag ask`` cuts it;
+    ``generate`` and ``auto`` free, with that mode's prompt, to the first line break. ``extract`` generates
+    nothing, so it is shown as free generation from its prompt. The answer's ``cited`` sources are its ``[n]``
+    markers, or for a quote the sources it was copied from. With ``compare_decoding`` the same prompt is also
+    answered by each strategy in :data:`COMPARED` (one free generation each).
     """
+    from rag.modes import PROMPTS, QUOTE_LENGTH_PENALTY, QUOTE_TOKENS, check_mode, mode_decoding, quote_constraint
+    from rag.modes import trim as trim_quote
     from rag.prompt import citations
 
     if not question.strip():
@@ -463,8 +481,9 @@ def explain(
     if max_new_tokens < 1:
         raise ConfigError("--max-new-tokens: must be at least 1")
     k = k or index.config.top_k
+    answer_mode = check_mode(answer_mode or index.config.answer_mode)
     candidates, packed, settings = retrieval_stages(
-        index, question, k, max_new_tokens, mode=mode, filters=filters, mmr=mmr
+        index, question, k, max_new_tokens, mode=mode, filters=filters, mmr=mmr, system=PROMPTS[answer_mode]
     )
     gen = index.generator
     result = Explanation(
@@ -474,9 +493,42 @@ def explain(
         retrieval=settings,
         candidates=candidates,
         prompt=None,
+        answer_mode=answer_mode,
     )
     if packed is None:
         return result
+    view, prompt_tokens = prompt_view(gen, packed)
+    result.prompt = view
+    result.candidates = [
+        c if c.source is None else _with_tokens(c, view.source_tokens[c.source - 1]) for c in candidates
+    ]
+    quote = quote_constraint(question, packed, index._similarity, gen.tokenizer) if answer_mode == "quote" else None
+    if quote is not None:
+        ids, weights, steps = decode_with_attention(
+            gen, prompt_tokens.ids, min(max_new_tokens, QUOTE_TOKENS), first_steps, [quote]
+        )
+        kept = quote.best_step(QUOTE_LENGTH_PENALTY)  # rag ask's cut: attention rows of the kept tokens only
+        ids, weights = ids[:kept], weights[:, :kept, : len(prompt_tokens.ids) + kept]
+        result.answer = trim_quote(quote.best_end(QUOTE_LENGTH_PENALTY), question)
+        result.cited = [n for n, h in enumerate(packed.sources, start=1) if result.answer and result.answer in h.text]
+    else:
+        stop = mode_decoding(answer_mode, Decoding()).stop
+        ids, weights, steps = decode_with_attention(gen, prompt_tokens.ids, max_new_tokens, first_steps, stop=stop)
+        result.answer = gen.tokenizer.decode(ids, skip_special_tokens=True).strip()
+        result.cited = citations(result.answer, len(view.sources))
+    positions = _positions(prompt_tokens.offsets, view.source_spans)
+    pieces = [gen.tokenizer.decode([i]) for i in ids]
+    result.answer_ids = ids
+    result.attention = attention_over_sources(
+        weights, positions, len(prompt_tokens.ids), pieces, int(gen.model.config.num_attention_heads)
+    )
+    result.attention.context_tokens = [
+        [view.text[prompt_tokens.offsets[i][0] : prompt_tokens.offsets[i][1]] for i in ps] for ps in positions
+    ]
+    result.steps = steps
+    if compare_decoding:
+        result.compared = compare(gen, packed.messages, max_new_tokens)
+    return result
     view, prompt_tokens = prompt_view(gen, packed)
     result.prompt = view
     result.candidates = [

@@ -67,8 +67,10 @@ def render(e: Explanation, *, layer: int | None = None, show_prompt: bool = True
         out.extend("  " + line for line in p.text.splitlines())
         add("  ------------------------------------------")
     add("")
-    add(f"Answer (greedy, {len(e.answer_ids)} tokens): {e.answer}")
-    add(f"  cites: {', '.join(f'[{n}]' for n in e.cited) or 'nothing'}")
+    how = "greedy quote, cut where the model most wanted to end" if e.answer_mode == "quote" else "greedy, free"
+    add(f"Answer ({how}; {len(e.answer_ids)} tokens): {e.answer}")
+    cited = ", ".join(f"[{n}]" for n in e.cited) or "nothing"
+    add(f"  {'copied from' if e.answer_mode == 'quote' else 'cites'}: {cited}")
     a = e.attention
     if a is None or not a.answer_tokens:
         return out
@@ -92,13 +94,15 @@ def render(e: Explanation, *, layer: int | None = None, show_prompt: bool = True
     if e.steps:
         add("")
         add("Decoding: the most likely next tokens at each of the first steps (p; p at temperature 0.7 / 1.3)")
+        # Under the quote constraint the choice is the likeliest token that continues a span of the sources.
+        taker = "the quote takes" if e.answer_mode == "quote" else "greedy takes"
         for s in e.steps:
             cands = "  ".join(
                 f"{_token(c['token'])!r} {c['p']:.2f} ({c['p_t0.7']:.2f}/{c['p_t1.3']:.2f})" for c in s.candidates
             )
             add(f"  {s.position}. {cands}")
             add(
-                f"     greedy takes {_token(s.chosen)!r}; top-p 0.9 samples among {s.top_p_keeps} tokens; "
+                f"     {taker} {_token(s.chosen)!r}; top-p 0.9 samples among {s.top_p_keeps} tokens; "
                 f"top-k 40 holds {s.top_k_mass:.0%} of the probability"
             )
     if e.compared:

@@ -137,7 +137,9 @@ class LeanLlama:
             q = self._rotate(q, cos, sin)
             self.cache_k[i, :, start:end] = self._rotate(k, cos, sin)
             self.cache_v[i, :, start:end] = v
-            keys, values = self.cache_k[i, :, :end], self.cache_v[i, :, :end]
+            # With a batch dimension torch takes its fused CPU attention kernel; without one, the unfused
+            # fallback (measured: 4x slower for a 535-token prompt, 4x for one decode step).
+            q, keys, values = q[None], self.cache_k[i, None, :, :end], self.cache_v[i, None, :, :end]
             # One new token sees every cached position: no mask. A prompt block needs the causal one, offset by
             # what the cache already holds.
             if t == 1:
@@ -147,7 +149,7 @@ class LeanLlama:
             else:
                 mask = torch.ones(t, end, dtype=torch.bool).tril(diagonal=start)
                 a = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=scale, enable_gqa=True)
-            h = h + o(a.transpose(0, 1).reshape(t, nh * hd))
+            h = h + o(a[0].transpose(0, 1).reshape(t, nh * hd))
             gu = gate_up(self._rms(h, ln2))
             g, u = gu.chunk(2, dim=-1)
             h = h + down(F.silu(g) * u)

@@ -14,11 +14,15 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
 from rag.generate import Decoding
 from rag.metrics import normalize_answer
-from rag.prompt import SYSTEM_PROMPT, Similarity, sentences
+from rag.prompt import SYSTEM_PROMPT, PackedPrompt, Similarity, sentences
 from rag.types import Hit
+
+if TYPE_CHECKING:
+    from rag.quote import QuoteConstraint
 
 ANSWER_MODES = ("quote", "auto", "generate", "extract")
 
@@ -129,6 +133,19 @@ def answer_start(question: str) -> Callable[[str], bool] | None:
     if _WHO.search(q):
         return lambda w: w[:1].isupper()
     return None
+
+
+def quote_constraint(question: str, packed: PackedPrompt, similarity: Similarity, tokenizer: Any) -> QuoteConstraint:
+    """The logits processor that makes the answer to ``question`` a quote of the prompt's best sentence(s),
+    recording the end-of-sequence margins that :meth:`QuoteConstraint.best_end` cuts by."""
+    from rag.quote import QuoteConstraint
+
+    segments = best_sentences(question, packed.sources, packed.excerpts, similarity, QUOTE_SENTENCES)
+    constraint = QuoteConstraint.build(
+        tokenizer, segments, QUOTE_END_BIAS, avoid=question_words(question), start=answer_start(question)
+    )
+    constraint.trace = []
+    return constraint
 
 
 def quote_segments(sources: Sequence[Hit], excerpts: Sequence[str]) -> list[str]:

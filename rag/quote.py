@@ -179,17 +179,20 @@ class QuoteConstraint:
         may_end = bool(new_tokens) and any(p >= len(text) or not _is_word_byte(text[p]) for p in at)
         return ids, may_end or not ids
 
-    def best_end(self, length_penalty: float = 0.0) -> str:
-        """The quote cut where the model most wanted to end it (needs ``trace``): the step with the highest
-        end-of-sequence margin, minus ``length_penalty`` per token. A greedy run that ended by itself ends there.
-        """
+    def best_step(self, length_penalty: float = 0.0) -> int:
+        """How many written tokens the quote keeps (needs ``trace``): the step with the highest end-of-sequence
+        margin, minus ``length_penalty`` per token. A greedy run that ended by itself ends there."""
         trace, written = self.trace or [], self.written or []
         best: tuple[float, int] | None = None
         for step in range(1, min(len(trace), len(written) + 1)):
             margin = trace[step]
             if margin is not None and (best is None or margin - length_penalty * step > best[0]):
                 best = (margin - length_penalty * step, step)
-        tokens = written[: best[1]] if best else written
+        return best[1] if best else len(written)
+
+    def best_end(self, length_penalty: float = 0.0) -> str:
+        """The quote cut where the model most wanted to end it: the first :meth:`best_step` tokens, as text."""
+        tokens = (self.written or [])[: self.best_step(length_penalty)]
         data = b"".join(self.vocab.bytes[t] or b"" for t in tokens)
         return data.decode("utf-8", errors="ignore").strip()
 

@@ -19,7 +19,9 @@ which source each signal picks:
 - chance: 1 / number of sources.
 
 "Holds an answer" is a SQuAD-normalised match or a case-insensitive substring. It also reports the retrieval
-rank (in a 20-deep dense search) of the first chunk holding a gold answer string.
+rank (in retrieval's own order over its candidates: fused, for hybrid) of the first chunk holding a gold answer
+string. The answer is decoded as ``rag ask`` does in ``--answer-mode`` (default: the configured one, ``quote``,
+whose "cited" source is the one the quote was copied from).
 """
 
 from __future__ import annotations
@@ -52,15 +54,21 @@ def _holds(text: str, golds: list[str]) -> bool:
     return bool(answer_contained(text, golds)) or any(g.lower() in text.lower() for g in golds)
 
 
-def check(index: Index, q: dict, max_new_tokens: int) -> dict:
-    e = explain(index, q["question"], max_new_tokens=max_new_tokens)
+def check(index: Index, q: dict, max_new_tokens: int, answer_mode: str | None) -> dict:
+    e = explain(index, q["question"], max_new_tokens=max_new_tokens, answer_mode=answer_mode)
     golds = q["answers"]
     deep = index.store.chunks([c.chunk_id for c in e.candidates])
-    gold_rank = next(
-        (c.dense_rank for c in e.candidates if _holds(deep[c.chunk_id].text, golds)),
-        None,
-    )
-    row: dict = {"id": q.get("id"), "question": q["question"], "gold_rank": gold_rank, "answer": e.answer}
+    # Rank in retrieval's own order (fused, for hybrid) of the first candidate chunk holding a gold answer.
+    by_score = sorted(e.candidates, key=lambda c: -(c.fused_score if c.fused_score is not None else -1e9))
+    gold_rank = next((n for n, c in enumerate(by_score, start=1) if _holds(deep[c.chunk_id].text, golds)), None)
+    row: dict = {
+        "id": q.get("id"),
+        "question": q["question"],
+        "gold_rank": gold_rank,
+        "answer": e.answer,
+        "answer_mode": e.answer_mode,
+        "retrieval": e.retrieval.get("mode"),
+    }
     if e.prompt is None or e.attention is None or not e.attention.answer_tokens:
         return {**row, "sources": 0}
     view, att = e.prompt, e.attention
@@ -148,6 +156,7 @@ def main() -> None:
     p.add_argument("--limit", type=int, help="first N questions (after --stride and --offset)")
     p.add_argument("--stride", type=int, default=1, help="every Nth line from line 0 (2: XQuAD tuning half)")
     p.add_argument("--max-new-tokens", type=int, default=32)
+    p.add_argument("--answer-mode", help="quote (the configured default), generate, auto or extract (free)")
     p.add_argument("--out", type=Path, help="write per-question rows and the summary as JSON")
     args = p.parse_args()
     if args.merge:
@@ -167,7 +176,7 @@ def main() -> None:
     started = time.perf_counter()
     with Index.open(args.index) as index:
         for n, q in enumerate(questions, start=1):
-            rows.append(check(index, q, args.max_new_tokens))
+            rows.append(check(index, q, args.max_new_tokens, args.answer_mode))
             print(f"{n}/{len(questions)} {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
             summary = {**summarise(rows), "seconds": round(time.perf_counter() - started, 1)}
             if args.out:  # after every question: a long run stopped early still leaves its numbers

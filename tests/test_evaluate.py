@@ -112,6 +112,29 @@ def test_qa_eval_scores_retrieval_hits(qa_folder: Path, tmp_path: Path, sample_i
         assert scores["file_hit@1"] == pytest.approx(2 / 3), mode
 
 
+def test_qa_eval_scores_answer_modes_side_by_side(qa_folder: Path, cache_dir: Path, sample_index: Index) -> None:
+    config = Config.load(cache_dir=cache_dir)  # the session's converted generator weights
+    report = evaluate(
+        qa_folder, config, split="tune", answer_modes=["extract", "quote"], embedder=sample_index.embedder
+    )
+    assert list(report.answers) == ["extract", "quote"]
+    extract, quote = report.answers["extract"], report.answers["quote"]
+    # Each document is one sentence holding its answer: the ceiling is reached, and extract returns it whole.
+    assert extract["ceiling"] == quote["ceiling"] == 1.0
+    assert extract["answer_contained"] == 1.0 and extract["exact_match"] == 0.0
+    assert 0.0 < extract["token_f1"] < 1.0
+    # Quotes are verbatim spans of the sources, so every answered one is backed by its cited span.
+    assert quote["faithful"] == 1.0 and quote["answered"] == 1.0
+    assert all(scores["seconds_per_answer"] > 0 for scores in report.answers.values())
+
+
+def test_load_qa_limit_spreads_over_the_split(tmp_path: Path) -> None:
+    questions = tmp_path / "questions.jsonl"
+    questions.write_text("".join(json.dumps({"question": f"q{n}", "answers": [str(n)]}) + "\n" for n in range(20)))
+    assert [q.question for q in load_qa(questions, "tune", limit=3)] == ["q0", "q6", "q12"]
+    assert [q.question for q in load_qa(questions, "all", limit=4)] == ["q0", "q5", "q10", "q15"]
+
+
 def test_qa_splits_are_even_and_odd_lines(qa_folder: Path) -> None:
     questions = qa_folder / "questions.jsonl"
     assert [q.answers for q in load_qa(questions, "tune")] == [["Silvermere"], ["bronze"]]
@@ -124,8 +147,8 @@ def test_qa_splits_are_even_and_odd_lines(qa_folder: Path) -> None:
 
 def test_answer_scores_use_squad_normalisation() -> None:
     answer = Answer("q", "The Silvermere river.", [], timings={"retrieve_s": 0.5, "generate_s": 1.5})
-    scores = answer_scores(answer, ["Silvermere"])
-    assert scores["exact_match"] == 0.0
+    scores = answer_scores(answer, ["Silvermere"], shown="Quellbrook lies on the Silvermere.")
+    assert scores["exact_match"] == 0.0 and scores["ceiling"] == 1.0 and scores["faithful"] == 0.0
     assert scores["token_f1"] == pytest.approx(2 * (1 / 2) * 1 / (1 / 2 + 1))
     assert scores["answer_contained"] == 1.0
     assert scores["seconds_per_answer"] == pytest.approx(2.0)

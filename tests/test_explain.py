@@ -27,7 +27,8 @@ def png_size(path: Path) -> tuple[int, int]:
 
 @pytest.fixture(scope="module")
 def explained(sample_index: Index) -> Explanation:
-    return explain(sample_index, QUESTION, max_new_tokens=8, first_steps=3)
+    # Free generation: its greedy steps can be checked against transformers' own greedy generate.
+    return explain(sample_index, QUESTION, max_new_tokens=8, first_steps=3, answer_mode="generate")
 
 
 def test_question_tokens_round_trip(sample_index: Index) -> None:
@@ -95,6 +96,18 @@ def test_decoding_steps_and_comparison(explained: Explanation, sample_index: Ind
     assert set(answers) == set(COMPARED) and all(isinstance(t, str) for t in answers.values())
     # transformers' own greedy generate (fused attention) says what the eager token-by-token decode said.
     assert explained.answer.startswith(answers["greedy"])
+
+
+def test_quote_mode_explains_the_answer_rag_ask_gives(sample_index: Index) -> None:
+    # The same context budget as ask's default 128 new tokens, so both pack the same prompt.
+    e = explain(sample_index, QUESTION, max_new_tokens=128, first_steps=2, answer_mode="quote")
+    asked = sample_index.ask(QUESTION, answer_mode="quote")
+    assert e.answer_mode == "quote" and asked.mode == "quote"
+    assert e.answer == asked.text and e.answer
+    # The quote is copied from the sources it names, and attention covers exactly the tokens kept by the cut.
+    assert e.cited and all(e.answer in asked.sources[n - 1].text for n in e.cited)
+    assert len(e.attention.answer_tokens) == len(e.answer_ids) <= 16
+    assert sum(e.attention.answer_share) == pytest.approx(1.0, abs=1e-5)
 
 
 def test_heatmaps_are_pngs_of_the_stated_size(explained: Explanation, tmp_path: Path) -> None:
