@@ -25,7 +25,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=3, help="runs per measurement; medians are reported (3)")
     p.add_argument(
         "--backends",
-        default="generate,transformers,lean-fp32,lean-int8-head,lean-int8,llama.cpp",
+        default="generate,transformers,lean-fp32,lean-int8-head,lean-int8,llamacpp,llama.cpp",
         help="generation rows, comma-separated",
     )
     p.add_argument("--sizes", default="10000,100000,1000000", help="retrieval: vector counts")
@@ -100,7 +100,10 @@ def _run(section: str, args: argparse.Namespace, cache_dir: Path) -> list[dict[s
 
     if smoke:
         return quality.run(["lean-int8-head"], 1, 0, 4, cache_dir)
-    return quality.run(["lean-fp32", "lean-int8-head", "lean-int8"], args.questions, 26, 48, cache_dir)
+    from rag.llamacpp import installed
+
+    rows = ["lean-fp32", "lean-int8-head", "lean-int8", *(["llamacpp"] if installed() else [])]
+    return quality.run(rows, args.questions, 26, 48, cache_dir)
 
 
 def _ratios(rows: list[dict[str, Any]], baseline: str, rival: str) -> list[dict[str, Any]]:

@@ -1,8 +1,10 @@
 """Generation speed for a fixed ~600-token RAG prompt and 128 new tokens: every backend, the same prompt.
 
 Rows: ``generate`` (bare ``model.generate``, no streaming: the baseline), ``transformers`` (our streaming
-transformers path), ``lean-fp32`` / ``lean-int8`` (rag/lean.py), and ``llama.cpp`` (llama-cpp-python on the same
-GGUF file) when it is installed. End-of-sequence is suppressed so every row decodes exactly 128 tokens.
+transformers path), ``lean-fp32`` / ``lean-int8`` (rag/lean.py), ``llamacpp`` (our decode loop over llama.cpp's
+forward pass: ``RAG_GEN_BACKEND=llamacpp``) and ``llama.cpp`` (llama-cpp-python's own completion on the same GGUF
+file); the last two when llama-cpp-python is installed. End-of-sequence is suppressed so every row decodes exactly
+128 tokens.
 """
 
 from __future__ import annotations
@@ -56,18 +58,20 @@ def run(backends: list[str], repeats: int, cache_dir: Path, prompt_tokens: int =
     for name in backends:
         if name == "generate":
             rows.append(_bare_generate(reference, messages, repeats, new_tokens, n_prompt))
+        elif name in ("llama.cpp", "llamacpp") and not llama_cpp_installed():
+            rows.append({"backend": name, "note": "not installed (pip install llama-cpp-python, or .[llamacpp])"})
         elif name == "llama.cpp":
             rows.append(_llama_cpp(source, reference.render(messages), repeats, new_tokens, n_prompt, no_eos.eos))
         else:
             backend, _, precision = name.partition("-")
             started = time.perf_counter()
             gen = Generator(source, cache_dir, backend=backend, precision=precision or "fp32")
-            _ = gen.model, gen._lean  # load and prepare outside the timed runs
+            _ = gen.model, gen._session  # load and prepare outside the timed runs
             load_s = time.perf_counter() - started
             runs = []
             for _ in range(repeats):
-                if gen._lean is not None:  # no prompt cache between runs: every run pays its prefill, like llama.cpp
-                    gen._lean.ids = []
+                if gen._session is not None:  # no prompt cache between runs: every run pays its prefill, like llama.cpp
+                    gen._session.ids = []
                 stream = gen.stream(messages, decoding, logits_processor=[no_eos])
                 try:
                     while True:

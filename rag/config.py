@@ -121,8 +121,8 @@ class Config:
             raise ConfigError(f"focus_sentences={self.focus_sentences} must be >= 0 (0: whole chunks)")
         if self.embed_runtime not in ("auto", "torch"):
             raise ConfigError(f"embed_runtime={self.embed_runtime!r}: use auto or torch")
-        if self.gen_backend not in ("auto", "lean", "transformers"):
-            raise ConfigError(f"gen_backend={self.gen_backend!r}: use auto, lean or transformers")
+        if self.gen_backend not in ("auto", "lean", "transformers", "llamacpp"):
+            raise ConfigError(f"gen_backend={self.gen_backend!r}: use auto, lean, transformers or llamacpp")
         if self.gen_precision not in ("fp32", "int8-head", "int8"):
             raise ConfigError(f"gen_precision={self.gen_precision!r}: use fp32, int8-head or int8")
         from rag.modes import ANSWER_MODES

@@ -21,8 +21,10 @@ from rag.models import GeneratorSource, prepare_hub_access
 Messages = list[dict[str, str]]
 
 # "lean": our own decode loop over a fused, optionally int8 copy of a Llama model (rag/lean.py); "transformers":
-# model.generate; "auto": lean when the model is a plain Llama, else transformers.
-BACKENDS = ("auto", "lean", "transformers")
+# model.generate; "auto": lean when the model is a plain Llama, else transformers; "llamacpp": the same decode
+# loop over llama.cpp's forward pass on the GGUF file (rag/llamacpp.py, optional; never chosen by "auto", whose
+# tokens match transformers' exactly).
+BACKENDS = ("auto", "lean", "transformers", "llamacpp")
 PRECISIONS = ("fp32", "int8-head", "int8")  # of the lean backend's linear layers, see rag/lean.py
 
 
@@ -96,9 +98,9 @@ class Generator:
         self, source: GeneratorSource, cache_dir: Path, threads: int = 0, backend: str = "auto", precision: str = "fp32"
     ) -> None:
         if backend not in BACKENDS:
-            raise ConfigError(f"--gen-backend {backend!r}: use one of {', '.join(BACKENDS)}")
+            raise ConfigError(f"RAG_GEN_BACKEND={backend!r}: use one of {', '.join(BACKENDS)}")
         if precision not in PRECISIONS:
-            raise ConfigError(f"--gen-precision {precision!r}: use one of {', '.join(PRECISIONS)}")
+            raise ConfigError(f"RAG_GEN_PRECISION={precision!r}: use one of {', '.join(PRECISIONS)}")
         self.source = source
         self.cache_dir = cache_dir
         self.threads = threads
@@ -160,15 +162,24 @@ class Generator:
         return self._loaded[0]
 
     @cached_property
-    def _lean(self) -> Any:  # rag.lean.PrefixCache, or None when the transformers backend runs
+    def _session(self) -> Any:
+        """The token-by-token decoder: rag.lean.PrefixCache, rag.llamacpp.LlamaCppSession, or None when
+        transformers' ``generate`` runs."""
         if self.backend == "transformers":
             return None
+        if self.backend == "llamacpp":
+            from rag import llamacpp
+
+            started = time.perf_counter()
+            session = llamacpp.session(self.source, self.threads, self.context_window)
+            self.load_seconds = (self.load_seconds or 0.0) + time.perf_counter() - started
+            return session
         from rag import lean
 
         if not lean.supports(self.model):
             if self.backend == "lean":
                 raise ConfigError(
-                    f"--gen-backend lean: {self.source.name} is not a plain Llama model; use --gen-backend auto"
+                    f"RAG_GEN_BACKEND=lean: {self.source.name} is not a plain Llama model; use RAG_GEN_BACKEND=auto"
                 )
             return None
         started = time.perf_counter()
@@ -179,8 +190,10 @@ class Generator:
 
     @property
     def backend_used(self) -> str:
-        """The backend that decodes: "lean-fp32", "lean-int8-head", "lean-int8" or "transformers"."""
-        return f"lean-{self.precision}" if self._lean is not None else "transformers"
+        """The backend that decodes: "lean-fp32", "lean-int8-head", "lean-int8", "llamacpp" or "transformers"."""
+        if self._session is None:
+            return "transformers"
+        return "llamacpp" if self.backend == "llamacpp" else f"lean-{self.precision}"
 
     @property
     def tokenizer(self) -> Any:
@@ -223,11 +236,11 @@ class Generator:
         """
         decoding.validate()
         ids = self._encode(self.render(messages))
-        if decoding.num_beams == 1 and self._lean is not None:
-            return (yield from self._stream_lean(ids, decoding, logits_processor or [], stopping_criteria or []))
+        if decoding.num_beams == 1 and self._session is not None:
+            return (yield from self._stream_tokens(ids, decoding, logits_processor or [], stopping_criteria or []))
         return (yield from self._stream_generate(ids, decoding, logits_processor or [], stopping_criteria or []))
 
-    def _stream_lean(
+    def _stream_tokens(
         self, ids: list[int], decoding: Decoding, extra: list[Any], stopping: list[Any]
     ) -> PyGenerator[str, None, GenerationStats]:
         import torch
@@ -238,7 +251,7 @@ class Generator:
             torch.manual_seed(decoding.seed)
         chain = processors(decoding, extra)
         eos = self._eos_ids()
-        cache = self._lean
+        cache = self._session
         started = time.perf_counter()
         logits = cache.prefill(ids, len(ids) + decoding.max_new_tokens)
         seq = torch.tensor([ids])

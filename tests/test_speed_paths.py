@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from rag import Decoding, Index
+from rag import Decoding, Index, llamacpp
 from rag.generate import Generator
 from rag.store import Store
 
@@ -76,6 +76,30 @@ def test_logits_processors_and_stopping_criteria_apply_on_both_backends(backends
         assert banned != plain, name
         _, n = _text(backend, Decoding(max_new_tokens=6), stopping_criteria=[_always])
         assert n == 1, name
+
+
+@pytest.mark.skipif(not llamacpp.installed(), reason="optional: pip install -e '.[llamacpp]'")
+def test_llamacpp_backend_decodes_through_the_same_loop(backends: dict[str, Generator], sample_index: Index) -> None:
+    gen = Generator(sample_index.generator.source, sample_index.generator.cache_dir, backend="llamacpp")
+    assert gen.backend_used == "llamacpp"
+    decoding = Decoding(max_new_tokens=12)
+    text, n = _text(gen, decoding)
+    assert text and 0 < n <= 12
+    # The same prompt again reuses llama.cpp's cached prefix and must give the same greedy answer.
+    assert _text(gen, decoding) == (text, n)
+    # Processors and stopping criteria go through the shared loop: a banned first token changes the answer.
+    first = gen._encode(gen.render(QUESTION) + text)[len(gen._encode(gen.render(QUESTION)))]
+    assert _text(gen, decoding, logits_processor=[_Ban(first)])[0] != text
+    assert _text(gen, decoding, stopping_criteria=[_always])[1] == 1
+
+
+def test_llamacpp_backend_missing_is_a_clear_error(sample_index: Index, monkeypatch: pytest.MonkeyPatch) -> None:
+    from rag import ConfigError
+
+    monkeypatch.setattr(llamacpp, "installed", lambda: False)
+    gen = Generator(sample_index.generator.source, sample_index.generator.cache_dir, backend="llamacpp")
+    with pytest.raises(ConfigError, match=r"llama-cpp-python is not installed.*\[llamacpp\]"):
+        _ = gen.backend_used
 
 
 def test_lean_sampling_is_seeded(backends: dict[str, Generator]) -> None:
