@@ -183,12 +183,18 @@ def retrieve(
             c.reason = "threshold"
         else:
             survivors.append(c)
+    # One read of every surviving row, before choosing: a FAISS id whose row a concurrent writer has since
+    # replaced must not take one of the k places (k stale ids would leave no hit at all); never show stale text.
+    rows = store.chunks([c.chunk_id for c in survivors])
+    for c in survivors:
+        if c.chunk_id not in rows:
+            c.reason = "missing"
+    survivors = [c for c in survivors if c.chunk_id in rows]
 
     label = mode
     if reranker is not None and survivors:
         label = f"{mode}+rerank"
         head = survivors[:rerank_candidates]
-        rows = store.chunks([c.chunk_id for c in head])
         scores = reranker.score(query, [rows[c.chunk_id].text for c in head])
         for c, s in zip(head, scores, strict=True):
             c.rerank_score = s
@@ -201,13 +207,9 @@ def retrieve(
                 c.reason = "mmr"
     else:
         chosen = survivors[:k]
-    rows = store.chunks([c.chunk_id for c in chosen])
     hits = []
     for c in chosen:
-        row = rows.get(c.chunk_id)
-        if row is None:  # a FAISS id whose row vanished under a concurrent writer: never show stale text
-            c.reason = "missing"
-            continue
+        row = rows[c.chunk_id]
         c.kept, c.reason, c.rank = True, "kept", len(hits) + 1
         score = c.rerank_score if c.rerank_score is not None else c.fused_score
         hits.append(

@@ -12,7 +12,7 @@ import pytest
 
 from ingest.chunking import Chunk
 from rag import Config, ConfigError, Index, ModelNotFoundError
-from rag.retrieve import Fusion, fuse
+from rag.retrieve import Fusion, fuse, retrieve
 from rag.store import DocumentInfo, Store, fts_query
 from rag.types import Filters
 
@@ -238,3 +238,26 @@ def test_retrieval_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("RAG_RETRIEVAL_MODE", "sparse")
     with pytest.raises(ConfigError, match="retrieval_mode"):
         Config.load()
+
+
+def test_rows_replaced_under_a_stale_reader_do_not_take_the_k_places(fresh_index: Index, tmp_path: Path) -> None:
+    folder = tmp_path / "notes"
+    folder.mkdir()
+
+    def write(suffix: str) -> None:
+        for n in range(6):
+            (folder / f"n{n}.txt").write_text(f"Volcano note {n}: basalt lava flows from vent {n}{suffix}.\n")
+
+    write("")
+    fresh_index.ingest(folder)
+    reader = Index.open(config=fresh_index.config)  # another process's view of the same index
+    reader.embedder = fresh_index.embedder
+    assert len(reader.store.vectors) == 6  # its FAISS index, loaded at this generation
+    write(", revised by the survey")
+    fresh_index.ingest(folder)  # a writer replaces every chunk
+    # Searching before the reader has caught up: every id in its FAISS index is gone from SQLite. Those must not
+    # take the k places (they did: k stale ids gave no hits at all); BM25 still finds the new rows.
+    r = retrieve(reader.store, reader.embedder, "volcano lava vent", 3, mode="hybrid")
+    assert len(r.hits) == 3 and all("revised" in h.text for h in r.hits)
+    assert any(c.reason == "missing" for c in r.candidates)
+    reader.close()
