@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import median, rag_messages
+from rag.llamacpp import installed
 
 
 class _NoEos:
@@ -58,7 +59,7 @@ def run(backends: list[str], repeats: int, cache_dir: Path, prompt_tokens: int =
     for name in backends:
         if name == "generate":
             rows.append(_bare_generate(reference, messages, repeats, new_tokens, n_prompt))
-        elif name in ("llama.cpp", "llamacpp") and not llama_cpp_installed():
+        elif name in ("llama.cpp", "llamacpp") and not installed():
             rows.append({"backend": name, "note": "not installed (pip install llama-cpp-python, or .[llamacpp])"})
         elif name == "llama.cpp":
             rows.append(_llama_cpp(source, reference.render(messages), repeats, new_tokens, n_prompt, no_eos.eos))
@@ -110,14 +111,8 @@ def _bare_generate(gen, messages, repeats: int, new_tokens: int, n_prompt: int) 
     return _row("generate", runs, load_s, n_prompt)
 
 
-def llama_cpp_installed() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("llama_cpp") is not None
-
-
 def _llama_cpp(source, prompt: str, repeats: int, new_tokens: int, n_prompt: int, eos: list[int]) -> dict[str, Any]:
-    if not llama_cpp_installed():
+    if not installed():
         return {"backend": "llama.cpp", "note": "not installed (pip install llama-cpp-python, or .[llamacpp])"}
     import os
 

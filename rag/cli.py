@@ -169,7 +169,9 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("target", help="BEIR folder, or questions.jsonl (or the folder holding it)")
     ev.add_argument("--split", help="BEIR: qrels split (default test); QA: tune (even lines), test (odd), all")
     ev.add_argument("--mode", action="append", choices=["dense", "bm25", "hybrid", "rerank"], help="repeatable")
-    ev.add_argument("--limit", type=_positive_int, metavar="N", help="only the first N queries")
+    ev.add_argument(
+        "--limit", type=_positive_int, metavar="N", help="BEIR: the first N queries; QA: N spread evenly over the split"
+    )
     ev.add_argument("--answers", action="store_true", help="QA: also answer each question and score the answers (slow)")
     ev.add_argument(
         "--answer-mode",

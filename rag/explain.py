@@ -529,27 +529,6 @@ def explain(
     if compare_decoding:
         result.compared = compare(gen, packed.messages, max_new_tokens)
     return result
-    view, prompt_tokens = prompt_view(gen, packed)
-    result.prompt = view
-    result.candidates = [
-        c if c.source is None else _with_tokens(c, view.source_tokens[c.source - 1]) for c in candidates
-    ]
-    ids, weights, steps = decode_with_attention(gen, prompt_tokens.ids, max_new_tokens, first_steps)
-    positions = _positions(prompt_tokens.offsets, view.source_spans)
-    pieces = [gen.tokenizer.decode([i]) for i in ids]
-    result.answer = gen.tokenizer.decode(ids, skip_special_tokens=True).strip()
-    result.answer_ids = ids
-    result.cited = citations(result.answer, len(view.sources))
-    result.attention = attention_over_sources(
-        weights, positions, len(prompt_tokens.ids), pieces, int(gen.model.config.num_attention_heads)
-    )
-    result.attention.context_tokens = [
-        [view.text[prompt_tokens.offsets[i][0] : prompt_tokens.offsets[i][1]] for i in ps] for ps in positions
-    ]
-    result.steps = steps
-    if compare_decoding:
-        result.compared = compare(gen, packed.messages, max_new_tokens)
-    return result
 
 
 def _with_tokens(c: Candidate, n: int) -> Candidate:
