@@ -46,7 +46,7 @@ def _row(name: str, runs: list[tuple[float, float, int]], load_s: float, prompt_
 
 
 def run(backends: list[str], repeats: int, cache_dir: Path, prompt_tokens: int = 600, new_tokens: int = 128):
-    from rag.generate import Decoding, Generator
+    from rag.generate import Decoding, Generator, drain
     from rag.models import resolve_generator
 
     source = resolve_generator("SmolLM2-135M-Instruct")
@@ -73,12 +73,7 @@ def run(backends: list[str], repeats: int, cache_dir: Path, prompt_tokens: int =
             for _ in range(repeats):
                 if gen._session is not None:  # no prompt cache between runs: every run pays its prefill, like llama.cpp
                     gen._session.ids = []
-                stream = gen.stream(messages, decoding, logits_processor=[no_eos])
-                try:
-                    while True:
-                        next(stream)
-                except StopIteration as stop:
-                    st = stop.value
+                _, st = drain(gen.stream(messages, decoding, logits_processor=[no_eos]))
                 runs.append((st.first_token_s, st.seconds, st.new_tokens))
             rows.append(_row(name, runs, load_s, n_prompt))
     return rows

@@ -38,7 +38,7 @@ def prompts(n_xquad: int, n_sample: int, cache_dir: Path) -> list[tuple[str, lis
 def run(
     precisions: list[str], n_xquad: int, n_sample: int, max_new_tokens: int, cache_dir: Path
 ) -> list[dict[str, Any]]:
-    from rag.generate import Decoding, Generator
+    from rag.generate import Decoding, Generator, drain
     from rag.metrics import answer_contained
     from rag.models import resolve_generator
 
@@ -51,14 +51,7 @@ def run(
         gen = Generator(source, cache_dir, backend=backend, precision=prec or "fp32")
         got = []
         for _question, _gold, messages in items:
-            stream = gen.stream(messages, Decoding(max_new_tokens=max_new_tokens))
-            pieces = []
-            try:
-                while True:
-                    pieces.append(next(stream))
-            except StopIteration:
-                pass
-            got.append("".join(pieces))
+            got.append(drain(gen.stream(messages, Decoding(max_new_tokens=max_new_tokens)))[0])
         answers[precision] = got
         n_x = min(n_xquad, len(items))
         hits = [answer_contained(text, gold) for text, (_, gold, _) in zip(got, items, strict=True)]

@@ -17,7 +17,7 @@ from ingest.pipeline import IngestReport, Progress, sync
 from rag.config import Config
 from rag.embed import Embedder
 from rag.errors import ConfigError, ModelMismatchError, SourceNotFoundError
-from rag.generate import Decoding, GenerationStats, Generator
+from rag.generate import Decoding, GenerationStats, Generator, drain
 from rag.models import resolve_embedder, resolve_generator
 from rag.modes import (
     NOT_IN_SOURCES,
@@ -422,13 +422,7 @@ class Index:
         # One sequence: the cut reads the end-of-sequence margins of the quote as it was written, which beam
         # search would reorder under it.
         limit = replace(decoding, max_new_tokens=min(decoding.max_new_tokens, QUOTE_TOKENS), stop=(), num_beams=1)
-        pieces = gen.stream(messages, limit, [constraint])
-        while True:
-            try:
-                next(pieces)
-            except StopIteration as stop:
-                stats = stop.value
-                break
+        _, stats = drain(gen.stream(messages, limit, [constraint]))
         yield constraint.best_end(QUOTE_LENGTH_PENALTY)
         return stats
 
@@ -459,15 +453,9 @@ class Index:
         new_tokens = stats.new_tokens
         if mode == "auto" and not is_supported(supports):
             started = time.perf_counter()
-            fallback = self._quote(question, packed, decoding)
-            quoted = []
-            while True:
-                try:
-                    quoted.append(next(fallback))
-                except StopIteration as stop:
-                    new_tokens += stop.value.new_tokens
-                    break
-            text, produced_by = trim("".join(quoted).strip(), question), "quote"
+            quoted, fallback = drain(self._quote(question, packed, decoding))
+            new_tokens += fallback.new_tokens
+            text, produced_by = trim(quoted.strip(), question), "quote"
             supports = check(text, packed.sources, self._embed_sentences, question)
             timings["fallback_s"] = time.perf_counter() - started
         if produced_by == "quote" and not is_supported(supports):

@@ -77,7 +77,8 @@ class Config:
     # checked against sentence-transformers) when onnxruntime is installed, so `rag search` never loads torch;
     # "torch" always uses sentence-transformers.
     embed_runtime: str = "auto"
-    # Generator backend: "auto" (the lean decoder for Llama models, else transformers), "lean", "transformers".
+    # Generator backend: "auto" (the lean decoder for Llama models, else transformers), "lean", "transformers",
+    # or "llamacpp" (optional, GGUF models; see rag/generate.py).
     gen_backend: str = "auto"
     # The lean decoder's linear layers (see rag/lean.py): "fp32" (transformers' exact numbers), "int8-head" (the
     # output projection in int8) or "int8" (all; fastest, but answers got worse: bench/RESULTS.md).
@@ -121,11 +122,13 @@ class Config:
             raise ConfigError(f"focus_sentences={self.focus_sentences} must be >= 0 (0: whole chunks)")
         if self.embed_runtime not in ("auto", "torch"):
             raise ConfigError(f"embed_runtime={self.embed_runtime!r}: use auto or torch")
-        if self.gen_backend not in ("auto", "lean", "transformers", "llamacpp"):
-            raise ConfigError(f"gen_backend={self.gen_backend!r}: use auto, lean, transformers or llamacpp")
-        if self.gen_precision not in ("fp32", "int8-head", "int8"):
-            raise ConfigError(f"gen_precision={self.gen_precision!r}: use fp32, int8-head or int8")
+        from rag.generate import BACKENDS, PRECISIONS
         from rag.modes import ANSWER_MODES
+
+        if self.gen_backend not in BACKENDS:
+            raise ConfigError(f"gen_backend={self.gen_backend!r}: use one of {', '.join(BACKENDS)}")
+        if self.gen_precision not in PRECISIONS:
+            raise ConfigError(f"gen_precision={self.gen_precision!r}: use one of {', '.join(PRECISIONS)}")
 
         if self.answer_mode not in ANSWER_MODES:
             raise ConfigError(f"answer_mode={self.answer_mode!r}: use one of {', '.join(ANSWER_MODES)}")

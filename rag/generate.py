@@ -91,6 +91,17 @@ class GenerationStats:
     seconds: float
 
 
+def drain(stream: PyGenerator[str, None, Any]) -> tuple[str, Any]:
+    """Run a text stream (such as :meth:`Generator.stream`) to its end: all its text, and its return value
+    (the :class:`GenerationStats`)."""
+    pieces = []
+    while True:
+        try:
+            pieces.append(next(stream))
+        except StopIteration as stop:
+            return "".join(pieces), stop.value
+
+
 class Generator:
     """A causal LM with its tokenizer and chat template. Loads on first use."""
 
