@@ -100,7 +100,7 @@ def _run(section: str, args: argparse.Namespace, cache_dir: Path) -> list[dict[s
 
     if smoke:
         return quality.run(["lean-int8-head"], 1, 0, 4, cache_dir)
-    from rag.llamacpp import installed
+    from rag.models.llamacpp import installed
 
     rows = ["lean-fp32", "lean-int8-head", "lean-int8", *(["llamacpp"] if installed() else [])]
     return quality.run(rows, args.questions, 26, 48, cache_dir)

@@ -35,13 +35,16 @@ def gold_hit(context: dict[str, Any], rank: int = 1):  # -> rag.types.Hit
     from rag.types import Hit
 
     text = context["text"]
-    return Hit(rank, 1.0, rank, context["doc_file"], context["title"], "text", 0, 0, len(text), None, None, 0, text)
+    return Hit(
+        rank=rank, score=1.0, chunk_id=rank, path=context["doc_file"], title=context["title"], kind="text",
+        ordinal=0, start=0, end=len(text), token_count=0, text=text,
+    )  # fmt: skip
 
 
 def rag_messages(tokens: int, count: Callable[[list[dict[str, str]]], int]) -> tuple[str, list[dict[str, str]]]:
     """A fixed RAG prompt of about ``tokens`` tokens: a tuning-half XQuAD question with its gold paragraph first,
     then the following paragraphs of the same article, as `rag ask` would pack them."""
-    from rag.prompt import build_messages
+    from rag.answer.prompt import build_messages
 
     question = xquad_tuning(1)[0]
     contexts = xquad_contexts()

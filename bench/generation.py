@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import median, rag_messages
-from rag.llamacpp import installed
+from rag.models.llamacpp import installed
 
 
 class _NoEos:
@@ -46,8 +46,9 @@ def _row(name: str, runs: list[tuple[float, float, int]], load_s: float, prompt_
 
 
 def run(backends: list[str], repeats: int, cache_dir: Path, prompt_tokens: int = 600, new_tokens: int = 128):
-    from rag.generate import Decoding, Generator, drain
-    from rag.models import resolve_generator
+    from rag.models.decoding import Decoding, drain
+    from rag.models.generator import Generator
+    from rag.models.sources import resolve_generator
 
     source = resolve_generator("SmolLM2-135M-Instruct")
     rows: list[dict[str, Any]] = []
@@ -55,7 +56,7 @@ def run(backends: list[str], repeats: int, cache_dir: Path, prompt_tokens: int =
     _question, messages = rag_messages(prompt_tokens, reference.count)
     n_prompt = reference.count(messages)
     decoding = Decoding(max_new_tokens=new_tokens)
-    no_eos = _NoEos(reference._eos_ids())
+    no_eos = _NoEos(reference.eos_ids())
     for name in backends:
         if name == "generate":
             rows.append(_bare_generate(reference, messages, repeats, new_tokens, n_prompt))
@@ -67,12 +68,14 @@ def run(backends: list[str], repeats: int, cache_dir: Path, prompt_tokens: int =
             backend, _, precision = name.partition("-")
             started = time.perf_counter()
             gen = Generator(source, cache_dir, backend=backend, precision=precision or "fp32")
-            _ = gen.model, gen._session  # load and prepare outside the timed runs
+            _ = gen.model, gen.session  # load and prepare outside the timed runs
             load_s = time.perf_counter() - started
             runs = []
             for _ in range(repeats):
-                if gen._session is not None:  # no prompt cache between runs: every run pays its prefill, like llama.cpp
-                    gen._session.ids = []
+                if hasattr(
+                    gen.session, "ids"
+                ):  # no prompt cache between runs: every run pays its prefill, like llama.cpp
+                    gen.session.ids = []
                 _, st = drain(gen.stream(messages, decoding, logits_processor=[no_eos]))
                 runs.append((st.first_token_s, st.seconds, st.new_tokens))
             rows.append(_row(name, runs, load_s, n_prompt))

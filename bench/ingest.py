@@ -54,8 +54,8 @@ def worker_encode(index_dir: str) -> dict[str, Any]:
     import sqlite3
 
     from bench.common import peak_rss_mb
-    from rag.embed import Embedder
-    from rag.models import resolve_embedder
+    from rag.models.embedder import Embedder
+    from rag.models.sources import resolve_embedder
 
     with sqlite3.connect(Path(index_dir) / "index.db") as db:
         texts = [row[0] for row in db.execute("SELECT text FROM chunks ORDER BY id")]

@@ -2,7 +2,7 @@
 
 Each question is answered from its gold sources (XQuAD: the gold paragraph; sample_docs: what `rag ask` packs
 from an index of sample_docs/), so only the generator differs between rows. Metric: answer_contained (SQuAD
-normalisation) from rag.metrics.
+normalisation) from rag.tools.metrics.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from bench.common import SAMPLE_DOCS, gold_hit, load_jsonl, xquad_contexts, xqua
 def prompts(n_xquad: int, n_sample: int, cache_dir: Path) -> list[tuple[str, list[str], list[dict[str, str]]]]:
     """(question, answers, messages) for the sample_docs questions and the XQuAD tuning-half questions."""
     from rag import Config, Index
-    from rag.prompt import build_messages
+    from rag.answer.prompt import build_messages
 
     out = []
     contexts = xquad_contexts()
@@ -38,9 +38,10 @@ def prompts(n_xquad: int, n_sample: int, cache_dir: Path) -> list[tuple[str, lis
 def run(
     precisions: list[str], n_xquad: int, n_sample: int, max_new_tokens: int, cache_dir: Path
 ) -> list[dict[str, Any]]:
-    from rag.generate import Decoding, Generator, drain
-    from rag.metrics import answer_contained
-    from rag.models import resolve_generator
+    from rag.models.decoding import Decoding, drain
+    from rag.models.generator import Generator
+    from rag.models.sources import resolve_generator
+    from rag.tools.metrics import answer_contained
 
     items = prompts(n_xquad, n_sample, cache_dir)
     source = resolve_generator("SmolLM2-135M-Instruct")

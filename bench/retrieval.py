@@ -29,8 +29,8 @@ def synthetic(n: int, dim: int, seed: int, centres: int | None = None, spread: f
 def run(sizes: list[int], nprobes: list[int], queries: int = 200, dim: int = 384, k: int = 10) -> list[dict[str, Any]]:
     import numpy as np
 
-    from rag.metrics import recall_at_k
-    from rag.vectors import VectorIndex, ivf_nlist
+    from rag.storage.vectors import VectorIndex, ivf_nlist
+    from rag.tools.metrics import recall_at_k
 
     rows = []
     for n in sizes:

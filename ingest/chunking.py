@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from ingest.loaders import LoadedDocument, Section
+from ingest.records import Chunk
 
 # Character offsets (start, end) of each token of a text, special tokens excluded.
 Tokenize = Callable[[str], list[tuple[int, int]]]
@@ -31,19 +32,6 @@ class ChunkerSettings:
     def key(self) -> str:
         """A short label recorded per document: chunks cut with other settings are re-cut on the next sync."""
         return f"t{self.chunk_tokens}-o{self.chunk_overlap}-m{self.max_tokens}-v{self.version}"
-
-
-@dataclass(frozen=True)
-class Chunk:
-    """One piece of a document: ``document_text[start:end] == text``."""
-
-    ordinal: int
-    text: str
-    start: int
-    end: int
-    token_count: int
-    page: int | None = None
-    heading: str | None = None
 
 
 class Chunker:

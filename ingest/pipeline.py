@@ -12,20 +12,40 @@ import os
 import stat
 import time
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
-from ingest.chunking import Chunk, Chunker
+from ingest.chunking import Chunker
 from ingest.loaders import MAX_FILE_BYTES, SkipFile, kind_of, load
-from rag.store import DocumentInfo
+from ingest.records import Chunk, DocumentInfo
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from rag.store import Store
-
 Embed = Callable[[list[str]], "np.ndarray"]
+
+
+class Writes(Protocol):
+    """One atomic write to the index (rag.storage.transaction.Transaction)."""
+
+    def put_document(self, info: DocumentInfo, chunks: list[Chunk], vectors: np.ndarray) -> int: ...
+    def copy_document(self, source_path: str, info: DocumentInfo) -> tuple[int, int]: ...
+    def move_document(self, old_path: str, info: DocumentInfo) -> int: ...
+    def remove_document(self, path: str) -> int: ...
+
+
+class Catalog(Protocol):
+    """What a sync needs of the index (rag.storage.store.Store): the records it holds, and atomic writes."""
+
+    def document(self, path: str) -> DocumentInfo | None: ...
+    def documents(self, under: str | None = None) -> list[DocumentInfo]: ...
+    def documents_with_hash(self, content_hash: str) -> list[DocumentInfo]: ...
+    def touch_document(self, path: str, mtime: float) -> None: ...
+    def transaction(self) -> AbstractContextManager[Writes]: ...
+    def save_vectors(self) -> None: ...
+
 
 # A batch is embedded and committed when it holds this many chunks (or files): large enough for efficient
 # embedding, small enough that an interrupted run loses little. A single huge file is embedded in slices of
@@ -106,7 +126,7 @@ class _Pending:
 
 def sync(
     folder: Path,
-    store: Store,
+    store: Catalog,
     chunker: Chunker,
     embed: Embed,
     *,

@@ -17,9 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ingest.pipeline import IngestReport, Progress, SkippedFile
-    from rag.api import AnswerStream, Index
+    from rag.answer.pipeline import AnswerStream
+    from rag.answer.support import Support
+    from rag.api import Index
     from rag.config import Config
-    from rag.embedmap import EmbeddingMap, embedding_map
     from rag.errors import (
         ConfigError,
         IndexBusyError,
@@ -30,43 +31,53 @@ if TYPE_CHECKING:
         RagError,
         SourceNotFoundError,
     )
-    from rag.explain import Explanation, explain
-    from rag.generate import Decoding
-    from rag.store import Problem
-    from rag.types import Answer, Hit
+    from rag.models.decoding import Decoding
+    from rag.retrieval.retrieve import Candidate, Retrieval
+    from rag.storage.health import Problem
+    from rag.tools.embedding_map import EmbeddingMap, embedding_map
+    from rag.tools.evaluate import evaluate
+    from rag.tools.explain import Explanation, explain
+    from rag.types import Answer, Filters, Hit
 
 _EXPORTS = {
     "Answer": "rag.types",
-    "AnswerStream": "rag.api",
+    "AnswerStream": "rag.answer.pipeline",
+    "Candidate": "rag.retrieval.retrieve",
     "Config": "rag.config",
     "ConfigError": "rag.errors",
-    "Decoding": "rag.generate",
-    "EmbeddingMap": "rag.embedmap",
-    "Explanation": "rag.explain",
+    "Decoding": "rag.models.decoding",
+    "EmbeddingMap": "rag.tools.embedding_map",
+    "Explanation": "rag.tools.explain",
+    "Filters": "rag.types",
     "Hit": "rag.types",
     "Index": "rag.api",
     "IndexBusyError": "rag.errors",
     "IndexFormatError": "rag.errors",
     "IndexNotFoundError": "rag.errors",
     "IngestReport": "ingest.pipeline",
-    "Problem": "rag.store",
     "ModelMismatchError": "rag.errors",
     "ModelNotFoundError": "rag.errors",
+    "Problem": "rag.storage.health",
     "Progress": "ingest.pipeline",
     "RagError": "rag.errors",
+    "Retrieval": "rag.retrieval.retrieve",
     "SkippedFile": "ingest.pipeline",
     "SourceNotFoundError": "rag.errors",
-    "embedding_map": "rag.embedmap",
-    "explain": "rag.explain",
+    "Support": "rag.answer.support",
+    "embedding_map": "rag.tools.embedding_map",
+    "evaluate": "rag.tools.evaluate",
+    "explain": "rag.tools.explain",
 }
 __all__ = [
     "Answer",
     "AnswerStream",
+    "Candidate",
     "Config",
     "ConfigError",
     "Decoding",
     "EmbeddingMap",
     "Explanation",
+    "Filters",
     "Hit",
     "Index",
     "IndexBusyError",
@@ -78,9 +89,12 @@ __all__ = [
     "Problem",
     "Progress",
     "RagError",
+    "Retrieval",
     "SkippedFile",
     "SourceNotFoundError",
+    "Support",
     "embedding_map",
+    "evaluate",
     "explain",
 ]
 

@@ -17,7 +17,33 @@ from rag.errors import ConfigError
 BUNDLED_EMBEDDER = "all-MiniLM-L6-v2"
 BUNDLED_GENERATOR = "SmolLM2-135M-Instruct"
 ENV_PREFIX = "RAG_"
+# The names settings are validated against live here, below every stage that uses them, so that config imports
+# nothing of the code it configures.
 RETRIEVAL_MODES = ("dense", "bm25", "hybrid")
+# How an answer's text is produced (rag/answer/modes.py).
+ANSWER_MODES = ("quote", "auto", "generate", "extract")
+# "lean": our own decode loop over a fused copy of a Llama model (rag/models/lean.py); "transformers": its
+# forward pass under the same loop; "auto": lean when the model is a plain Llama, else transformers; "llamacpp":
+# the same loop over llama.cpp's forward pass on the GGUF file (optional; never chosen by "auto").
+BACKENDS = ("auto", "lean", "transformers", "llamacpp")
+# The lean decoder's linear layers: "fp32" (transformers' exact numbers), "int8-head" (the output projection in
+# int8) or "int8" (all of them).
+PRECISIONS = ("fp32", "int8-head", "int8")
+# Settings renamed since an earlier release: the old environment variable gets a message naming the new one.
+RENAMED = {"top_k": "sources_k", "retrieval_mode": "retrieval"}
+
+
+def one_of(setting: str, value: str, choices: tuple[str, ...]) -> str:
+    """``value`` when it is one of ``choices``, else a :class:`ConfigError` naming the setting and the choices."""
+    if value not in choices:
+        raise ConfigError(f"{setting} {value!r}: use one of {', '.join(choices)}")
+    return value
+
+
+def check_mmr(mmr: float | None) -> float | None:
+    if mmr is not None and not 0.0 <= mmr <= 1.0:
+        raise ConfigError(f"mmr={mmr} must be between 0 and 1 (1: relevance only, 0: diversity only)")
+    return mmr
 
 
 def _default_cache_dir() -> Path:
@@ -36,19 +62,19 @@ class Config:
     # Bundled name, a causal-LM folder, a .gguf file, or a hub id.
     gen_model: str = BUNDLED_GENERATOR
     # Chunk size in the embedder's own tokens: MiniLM's whole window (256 minus [CLS]/[SEP]), so each vector sees
-    # as much context as the model can read (SciFact: see README, rag eval). A hard guard re-cuts any chunk the
-    # splitter's approximate merging leaves above the limit.
+    # as much context as the model can read (docs/quality.md). A hard guard re-cuts any chunk the splitter's
+    # approximate merging leaves above the limit.
     chunk_tokens: int = 254
     chunk_overlap: int = 32
-    # Sources retrieved for `ask` and hits shown by `search`.
-    top_k: int = 5
+    # Sources retrieved for `ask` and hits shown by `search` (not the sampling cut of Decoding.top_k).
+    sources_k: int = 5
     # Cosine below which a chunk is not considered relevant (MiniLM: unrelated text scores ~0.0-0.15).
     min_score: float = 0.2
     # Sentences (most similar to the question, across the retrieved chunks) the prompt shows; 0 shows whole
     # chunks. A 135M model states the fact far more often from a few relevant sentences than from five chunks.
     focus_sentences: int = 6
-    # How `ask` answers: quote, auto, generate or extract (rag.modes). quote won on the XQuAD tuning half: the
-    # best F1 of the modes within the time budget, and verbatim, so always supported (README has the numbers).
+    # How `ask` answers, one of ANSWER_MODES. quote scored best on the XQuAD tuning half within the time budget,
+    # and is verbatim, so always supported (docs/quality.md).
     answer_mode: str = "quote"
     # Prompt + answer token budget for the generator; smaller is faster on a CPU.
     context_tokens: int = 2048
@@ -57,12 +83,10 @@ class Config:
     # torch threads; 0 keeps torch's default (one per core).
     threads: int = 0
     # Retrieval for `search` and `ask`: dense (embeddings), bm25 (SQLite FTS5) or hybrid (both, fused by
-    # weighted reciprocal rank fusion). Fusion settings were chosen on SciFact's train split (README: rag eval).
-    retrieval_mode: str = "hybrid"
-    # Plain RRF (k 60, equal weights). On SciFact train a BM25 weight of 1.5 scored ~0.01 nDCG@10 higher, and
-    # rrf_k 10-80 and 50-400 candidates stayed within ~0.003 (scripts/tune_fusion.py); but with 1.5 the bundled
-    # 135M generator stated fewer facts from the sources it was given (sample_docs easy questions: 6 of 10
-    # instead of 7+), so `ask` keeps equal weights. Retrieval-only use can set RAG_BM25_WEIGHT=1.5.
+    # weighted reciprocal rank fusion).
+    retrieval: str = "hybrid"
+    # Plain RRF (k 60, equal weights): a heavier BM25 weight helps retrieval-only scores a little but cost the
+    # bundled generator answers (docs/retrieval.md has the sweep and its command).
     rrf_k: float = 60.0
     dense_weight: float = 1.0
     bm25_weight: float = 1.0
@@ -77,11 +101,10 @@ class Config:
     # checked against sentence-transformers) when onnxruntime is installed, so `rag search` never loads torch;
     # "torch" always uses sentence-transformers.
     embed_runtime: str = "auto"
-    # Generator backend: "auto" (the lean decoder for Llama models, else transformers), "lean", "transformers",
-    # or "llamacpp" (optional, GGUF models; see rag/generate.py).
+    # Generator backend, one of BACKENDS.
     gen_backend: str = "auto"
-    # The lean decoder's linear layers (see rag/lean.py): "fp32" (transformers' exact numbers), "int8-head" (the
-    # output projection in int8) or "int8" (all; fastest, but answers got worse: bench/RESULTS.md).
+    # The lean decoder's linear layers, one of PRECISIONS: fp32 by default because int8 everywhere measurably
+    # lost answers (bench/RESULTS.md).
     gen_precision: str = "fp32"
 
     @classmethod
@@ -96,6 +119,8 @@ class Config:
             if not key.startswith(ENV_PREFIX):
                 continue
             name = key[len(ENV_PREFIX) :].lower()
+            if name in RENAMED:
+                raise ConfigError(f"{key} was renamed {ENV_PREFIX}{RENAMED[name].upper()}; set that instead")
             if name not in fields:
                 known = ", ".join(ENV_PREFIX + n.upper() for n in fields)
                 raise ConfigError(f"unknown environment variable {key}; known: {known}")
@@ -116,26 +141,17 @@ class Config:
             raise ConfigError(
                 f"chunk_overlap={self.chunk_overlap} must be >= 0 and below chunk_tokens={self.chunk_tokens}"
             )
-        if self.top_k < 1:
-            raise ConfigError(f"top_k={self.top_k} must be at least 1")
+        if self.sources_k < 1:
+            raise ConfigError(f"sources_k={self.sources_k} must be at least 1")
         if self.focus_sentences < 0:
             raise ConfigError(f"focus_sentences={self.focus_sentences} must be >= 0 (0: whole chunks)")
-        if self.embed_runtime not in ("auto", "torch"):
-            raise ConfigError(f"embed_runtime={self.embed_runtime!r}: use auto or torch")
-        from rag.generate import BACKENDS, PRECISIONS
-        from rag.modes import ANSWER_MODES
-
-        if self.gen_backend not in BACKENDS:
-            raise ConfigError(f"gen_backend={self.gen_backend!r}: use one of {', '.join(BACKENDS)}")
-        if self.gen_precision not in PRECISIONS:
-            raise ConfigError(f"gen_precision={self.gen_precision!r}: use one of {', '.join(PRECISIONS)}")
-
-        if self.answer_mode not in ANSWER_MODES:
-            raise ConfigError(f"answer_mode={self.answer_mode!r}: use one of {', '.join(ANSWER_MODES)}")
+        one_of("embed_runtime", self.embed_runtime, ("auto", "torch"))
+        one_of("gen_backend", self.gen_backend, BACKENDS)
+        one_of("gen_precision", self.gen_precision, PRECISIONS)
+        one_of("answer_mode", self.answer_mode, ANSWER_MODES)
         if self.context_tokens < 256:
             raise ConfigError(f"context_tokens={self.context_tokens} is too small; use 256 or more")
-        if self.retrieval_mode not in RETRIEVAL_MODES:
-            raise ConfigError(f"retrieval_mode={self.retrieval_mode!r} is not one of {', '.join(RETRIEVAL_MODES)}")
+        one_of("retrieval", self.retrieval, RETRIEVAL_MODES)
         if self.rrf_k < 0:
             raise ConfigError(f"rrf_k={self.rrf_k} must be >= 0 (60 is the usual choice)")
         if self.dense_weight < 0 or self.bm25_weight < 0 or self.dense_weight + self.bm25_weight == 0:
@@ -146,8 +162,7 @@ class Config:
             raise ConfigError(
                 f"candidates={self.candidates} and rerank_candidates={self.rerank_candidates} must be at least 1"
             )
-        if self.mmr is not None and not 0.0 <= self.mmr <= 1.0:
-            raise ConfigError(f"mmr={self.mmr} must be between 0 and 1 (1: relevance only, 0: diversity only)")
+        check_mmr(self.mmr)
 
     def as_dict(self) -> dict[str, Any]:
         return {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(self).items()}

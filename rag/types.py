@@ -5,24 +5,17 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ingest.records import Chunk
 
-@dataclass(frozen=True)
-class Hit:
-    """A retrieved chunk. ``document_text[start:end] == text`` for the document at ``path``."""
 
-    rank: int  # 1-based
-    score: float  # cosine similarity to the query
+@dataclass(frozen=True, kw_only=True)
+class StoredChunk(Chunk):
+    """A chunk as the index holds it: with its id (the FAISS id) and its document's path, title and kind."""
+
     chunk_id: int
     path: str
     title: str | None
     kind: str
-    ordinal: int
-    start: int
-    end: int
-    page: int | None
-    heading: str | None
-    token_count: int
-    text: str
 
     def location(self) -> str:
         """``page 3`` / the heading path / ``chunk 4``: where in the document this is."""
@@ -33,15 +26,32 @@ class Hit:
             parts.append(self.heading)
         return ", ".join(parts) or f"chunk {self.ordinal + 1}"
 
+
+# Hit's JSON keys, in the order they have always been printed.
+_HIT_KEYS = ("rank", "score", "chunk_id", "path", "title", "kind", "ordinal", "start", "end", "page", "heading")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Hit(StoredChunk):
+    """A retrieved chunk. ``document_text[start:end] == text`` for the document at ``path``."""
+
+    rank: int  # 1-based
+    score: float  # cosine (dense), BM25 (bm25), fused RRF (hybrid) or cross-encoder score (reranked)
+
+    @classmethod
+    def of(cls, chunk: StoredChunk, rank: int, score: float) -> Hit:
+        return cls(**vars(chunk), rank=rank, score=score)
+
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        return {k: d[k] for k in (*_HIT_KEYS, "token_count", "text")}
 
 
 @dataclass(frozen=True)
 class Answer:
     """A generated answer. Source ``[n]`` in ``text`` is ``sources[n - 1]``.
 
-    ``support`` holds one :class:`rag.support.Support` per claim of ``text``: the best source span for it, cited
+    ``support`` holds one :class:`rag.answer.support.Support` per claim of ``text``: the best source span for it, cited
     by file and character offsets, and whether it backs the claim. ``supported`` is True when every claim is.
     """
 
@@ -55,12 +65,12 @@ class Answer:
     timings: dict[str, float] = field(default_factory=dict)
     prompt_tokens: int = 0
     answer_tokens: int = 0
-    mode: str = "generate"  # the answer mode that produced ``text`` (see rag.modes)
-    support: list[Any] = field(default_factory=list)  # list[rag.support.Support]
+    answer_mode: str = "generate"  # the answer mode that produced ``text`` (see rag/answer/modes.py)
+    support: list[Any] = field(default_factory=list)  # list[rag.answer.support.Support]
     supported: bool = False
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "sources": [h.as_dict() for h in self.sources]}
 
 
 @dataclass(frozen=True)

@@ -35,8 +35,8 @@ from collections import Counter
 from pathlib import Path
 
 from rag import Index
-from rag.explain import explain
-from rag.metrics import answer_contained, normalize_answer
+from rag.tools.explain import explain
+from rag.tools.metrics import answer_contained, normalize_answer
 
 
 def _pick(scores: list[float]) -> int:

@@ -15,17 +15,14 @@ import time
 from pathlib import Path
 
 from rag import Config, Index
-from rag.evaluate import (
+from rag.tools.datasets import _file_name, _read_jsonl, beir_workspace, load_beir
+from rag.tools.evaluate import (
     BASE_MODES,
-    _file_name,
     _index_dir,
     _mean,
     _query_threads,
-    _read_jsonl,
     _retrieve_all,
     beir_scores,
-    beir_workspace,
-    load_beir,
     ranked_documents,
 )
 

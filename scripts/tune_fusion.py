@@ -3,7 +3,7 @@
     python scripts/tune_fusion.py ../shared/eval/scifact --split train [--json OUT]
 
 Uses the index `rag eval` builds for the folder (run `rag eval FOLDER --split train` first), retrieves each
-query's dense and BM25 lists once, then recombines them with rag.retrieve.fuse for every setting in the grid:
+query's dense and BM25 lists once, then recombines them with rag.retrieval.retrieve.fuse for every setting in the grid:
 cheap, and the same fusion code `search` uses. Documents rank by their best chunk; the score is nDCG@10.
 Never point it at a test split when choosing defaults.
 """
@@ -19,9 +19,10 @@ import time
 from pathlib import Path
 
 from rag import Config, Index
-from rag.evaluate import _index_dir, _query_threads, beir_scores, beir_workspace, load_beir, materialise_beir
-from rag.retrieve import Fusion, fuse
-from rag.store import fts_query
+from rag.retrieval.retrieve import Fusion, fuse
+from rag.storage.fts import fts_query
+from rag.tools.datasets import beir_workspace, load_beir, materialise_beir
+from rag.tools.evaluate import _index_dir, _query_threads, beir_scores
 
 RRF_KS = (1, 5, 10, 20, 30, 45, 60, 80, 100, 150)
 DENSE_WEIGHTS = (0.5, 0.67, 0.8, 1.0, 1.25, 1.5, 2.0)
@@ -57,7 +58,7 @@ def main() -> None:
     started = time.monotonic()
     with Index.open(_index_dir(workspace, config), config=config) as index:
         store = index.store
-        doc_of_chunk = {c.id: names[Path(c.path).name] for c in store.chunks(store.chunk_ids()).values()}
+        doc_of_chunk = {c.chunk_id: names[Path(c.path).name] for c in store.chunks(store.chunk_ids()).values()}
         indexed = set(doc_of_chunk.values())
         if len(indexed) < len(names):  # a partial index (still being built): only fully judged queries
             print(f"partial index: {len(indexed)} of {len(names)} documents")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from rag import Config, Index
-from rag.models import bundled_embedder_dir
+from rag.models.sources import bundled_embedder_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_DOCS = ROOT / "sample_docs"

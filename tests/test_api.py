@@ -8,7 +8,7 @@ import pytest
 
 import rag
 from rag import Config, Decoding, Index, ModelMismatchError, SourceNotFoundError
-from rag.models import bundled_embedder_dir
+from rag.models.sources import bundled_embedder_dir
 
 from .conftest import SAMPLE_DOCS, load_questions
 

@@ -8,8 +8,8 @@ from ingest.chunking import Chunker, ChunkerSettings
 from ingest.loaders import LoadedDocument, Section, SkipFile, load
 from ingest.pipeline import walk
 from rag.config import BUNDLED_EMBEDDER
-from rag.embed import Embedder
-from rag.models import resolve_embedder
+from rag.models.embedder import Embedder
+from rag.models.sources import resolve_embedder
 
 from .conftest import SAMPLE_DOCS, SHARED_EVAL
 
@@ -30,7 +30,7 @@ def check_document(doc: LoadedDocument, chunker: Chunker, embedder: Embedder) ->
         assert c.ordinal == i
         assert doc.text[c.start : c.end] == c.text
         # With [CLS]/[SEP], as the model will see it: never above max_seq_length, so never truncated.
-        assert len(embedder.tokens(c.text)[1]) <= embedder.max_seq_length
+        assert len(embedder.encode(c.text).ids) <= embedder.max_seq_length
         assert c.token_count == chunker.count(c.text)
     return len(chunks)
 

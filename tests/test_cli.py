@@ -31,7 +31,7 @@ def run(*args: str, env: dict[str, str] | None = None, cwd: Path = ROOT) -> subp
 def test_help_and_import_load_no_heavy_modules() -> None:
     code = (
         "import sys, rag, rag.cli;"
-        "rag.cli._parser().format_help();"
+        "rag.cli.build_parser().format_help();"
         "heavy = ('torch', 'transformers', 'sentence_transformers', 'faiss', 'numpy', 'sqlalchemy');"
         "bad = [m for m in heavy if m in sys.modules];"
         "assert not bad, bad"

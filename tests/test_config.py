@@ -6,11 +6,11 @@ from rag import Config, ConfigError
 
 
 def test_precedence_flag_over_env_over_default(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert Config.load().top_k == 5
-    monkeypatch.setenv("RAG_TOP_K", "7")
-    assert Config.load().top_k == 7
-    assert Config.load(top_k=9).top_k == 9
-    assert Config.load(top_k=None).top_k == 7  # an unset flag does not override
+    assert Config.load().sources_k == 5
+    monkeypatch.setenv("RAG_SOURCES_K", "7")
+    assert Config.load().sources_k == 7
+    assert Config.load(sources_k=9).sources_k == 9
+    assert Config.load(sources_k=None).sources_k == 7  # an unset flag does not override
 
 
 def test_index_path_from_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -22,7 +22,8 @@ def test_index_path_from_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) ->
     "env, value, match",
     [
         ("RAG_TOPK", "3", "unknown environment variable RAG_TOPK"),
-        ("RAG_TOP_K", "many", "not a valid int"),
+        ("RAG_TOP_K", "3", "RAG_TOP_K was renamed RAG_SOURCES_K"),
+        ("RAG_SOURCES_K", "many", "not a valid int"),
         ("RAG_CHUNK_OVERLAP", "500", "chunk_overlap"),
     ],
 )

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from rag import Config, ConfigError, Index, SourceNotFoundError
-from rag.evaluate import answer_scores, beir_scores, evaluate, load_qa
+from rag.tools.evaluate import answer_scores, beir_scores, evaluate, load_qa
 from rag.types import Answer
 
 from .test_cli import run
@@ -77,7 +77,7 @@ def test_beir_errors_name_what_to_fix(beir_folder: Path, tmp_path: Path) -> None
     with pytest.raises(SourceNotFoundError, match="does not exist"):
         evaluate(tmp_path / "nothing", _config(tmp_path))
     with pytest.raises(ConfigError, match="reranker"):
-        evaluate(beir_folder, _config(tmp_path), modes=["rerank"])
+        evaluate(beir_folder, _config(tmp_path), retrievals=["rerank"])
 
 
 def test_ranking_scores_by_hand() -> None:
@@ -156,12 +156,12 @@ def test_answer_scores_use_squad_normalisation() -> None:
 
 def test_cli_eval_json_and_errors(beir_folder: Path, tmp_path: Path, sample_index: Index) -> None:
     env = {"RAG_CACHE_DIR": str(tmp_path / "cache")}
-    result = run("eval", str(beir_folder), "--mode", "bm25", "--mode", "dense", "--json", env=env)
+    result = run("eval", str(beir_folder), "--retrieval", "bm25", "--retrieval", "dense", "--json", env=env)
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert data["kind"] == "beir" and list(data["modes"]) == ["bm25", "dense"]
     assert data["modes"]["bm25"]["recall@10"] == pytest.approx(0.875)
-    table = run("eval", str(beir_folder), "--mode", "bm25", "-q", env=env)
+    table = run("eval", str(beir_folder), "--retrieval", "bm25", "-q", env=env)
     assert table.returncode == 0 and "ndcg@10" in table.stdout and "bm25" in table.stdout
     missing = run("eval", str(tmp_path / "nothing"), env=env)
     assert missing.returncode == 1 and "does not exist" in missing.stderr
@@ -171,10 +171,10 @@ def test_cli_eval_json_and_errors(beir_folder: Path, tmp_path: Path, sample_inde
 
 def test_cli_search_modes_and_filters(sample_index: Index) -> None:
     index = str(sample_index.store.directory)
-    result = run("--index", index, "search", "FAISS IVF nprobe", "--mode", "bm25", "--kind", "markdown", "--json")
+    result = run("--index", index, "search", "FAISS IVF nprobe", "--retrieval", "bm25", "--kind", "markdown", "--json")
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
-    assert data["mode"] == "bm25" and data["hits"]
+    assert data["retrieval"] == "bm25" and data["hits"]
     assert {h["kind"] for h in data["hits"]} == {"markdown"}
-    assert run("--index", index, "search", "q", "--mode", "sparse").returncode == 2
+    assert run("--index", index, "search", "q", "--retrieval", "sparse").returncode == 2
     assert run("--index", index, "search", "q", "--since", "yesterday-ish").returncode == 2

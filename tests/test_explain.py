@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from rag import Index
-from rag.embedmap import embedding_map
-from rag.explain import COMPARED, Explanation, compare, embedder_tokens, explain, generator_tokens
-from rag.plots import context_heatmap, map_png, source_heatmap
+from rag.tools.embedding_map import embedding_map
+from rag.tools.explain import COMPARED, Explanation, compare, embedder_tokens, explain, generator_tokens
+from rag.tools.plots import context_heatmap, map_png, source_heatmap
 
 from .test_cli import run
 
@@ -70,11 +70,11 @@ def test_prompt_source_blocks_and_token_counts(explained: Explanation, sample_in
 
 def test_retrieval_stages_agree_with_search(explained: Explanation, sample_index: Index) -> None:
     config = sample_index.config
-    hits = sample_index.search(QUESTION, config.top_k, min_score=config.min_score)
+    hits = sample_index.search(QUESTION, config.sources_k, min_score=config.min_score)
     retrieved = sorted((c for c in explained.candidates if c.rank is not None), key=lambda c: c.rank)
     assert [c.chunk_id for c in retrieved] == [h.chunk_id for h in hits]
     assert [c.fused_score for c in retrieved] == pytest.approx([h.score for h in hits])  # hybrid: the fused score
-    assert explained.retrieval["mode"] == config.retrieval_mode == "hybrid"
+    assert explained.retrieval["mode"] == config.retrieval == "hybrid"
     # Both retrievers' scores are shown, and every candidate came from at least one of them.
     assert any(c.bm25_score is not None for c in explained.candidates)
     assert all(c.dense_rank is not None or c.bm25_rank is not None for c in explained.candidates)
@@ -98,16 +98,21 @@ def test_decoding_steps_and_comparison(explained: Explanation, sample_index: Ind
     assert explained.answer.startswith(answers["greedy"])
 
 
-def test_quote_mode_explains_the_answer_rag_ask_gives(sample_index: Index) -> None:
+@pytest.mark.parametrize("mode", ["quote", "auto", "generate", "extract"])
+def test_explain_gives_the_answer_rag_ask_gives(sample_index: Index, mode: str) -> None:
     # The same context budget as ask's default 128 new tokens, so both pack the same prompt.
-    e = explain(sample_index, QUESTION, max_new_tokens=128, first_steps=2, answer_mode="quote")
-    asked = sample_index.ask(QUESTION, answer_mode="quote")
-    assert e.answer_mode == "quote" and asked.mode == "quote"
+    e = explain(sample_index, QUESTION, max_new_tokens=128, first_steps=2, answer_mode=mode)
+    asked = sample_index.ask(QUESTION, answer_mode=mode)
     assert e.answer == asked.text and e.answer
-    # The quote is copied from the sources it names, and attention covers exactly the tokens kept by the cut.
-    assert e.cited and all(e.answer in asked.sources[n - 1].text for n in e.cited)
-    assert len(e.attention.answer_tokens) == len(e.answer_ids) <= 16
+    assert e.answer_mode == asked.answer_mode and e.cited == asked.cited
+    if asked.answer_mode == "extract":  # nothing was generated: nothing attended to
+        assert e.attention is None and e.answer_ids == []
+        return
+    # Attention covers exactly the tokens of the run that wrote the answer (for a quote: those kept by the cut).
+    assert len(e.attention.answer_tokens) == len(e.answer_ids) > 0
     assert sum(e.attention.answer_share) == pytest.approx(1.0, abs=1e-5)
+    if asked.answer_mode == "quote":
+        assert len(e.answer_ids) <= 16 and all(e.answer in asked.sources[n - 1].text for n in e.cited)
 
 
 def test_heatmaps_are_pngs_of_the_stated_size(explained: Explanation, tmp_path: Path) -> None:
@@ -139,7 +144,7 @@ def test_cli_explain_and_map_json_offline(sample_index: Index, tmp_path: Path) -
     index = str(sample_index.store.directory)
     offline = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     result = run(
-        "explain", QUESTION, "--max-new-tokens", "4", "--out", str(tmp_path / "ex"), "--json", "--index", index,
+        "explain", QUESTION, "--max-new-tokens", "16", "--out", str(tmp_path / "ex"), "--json", "--index", index,
         env=offline,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr

@@ -3,7 +3,7 @@
 import pytest
 
 from rag import ConfigError, Decoding, Index
-from rag.generate import Generator
+from rag.models.generator import Generator
 
 
 def test_gguf_weights_are_cached_and_reloaded(sample_index: Index) -> None:

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from rag.metrics import (
+from rag.tools.metrics import (
     answer_contained,
     exact_match,
     hit_at_k,

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from rag import Config, ConfigError, Decoding, Index
-from rag.modes import answer_start, best_sentences, question_words, trim
+from rag.answer.modes import answer_start, best_sentences, question_words, trim
 from rag.types import Hit
 
 from .test_cli import run
@@ -55,7 +55,10 @@ def test_best_sentences_pass_over_headings() -> None:
         return [1.0 if t == "Super Bowl 50" else 0.5 + 0.01 * len(t) for t in texts]
 
     text = "Super Bowl 50\n\nDenver beat Carolina 24–10. The game was played in Santa Clara, California."
-    hit = Hit(1, 0.5, 1, "/d.md", None, "markdown", 0, 0, len(text), None, None, 20, text)
+    hit = Hit(
+        rank=1, score=0.5, chunk_id=1, path="/d.md", title=None, kind="markdown",
+        ordinal=0, start=0, end=len(text), token_count=20, text=text,
+    )  # fmt: skip
     # The excerpt shown joins heading and sentences with spaces; segments come from the source text itself.
     excerpt = "Super Bowl 50 Denver beat Carolina 24–10. The game was played in Santa Clara, California."
     assert best_sentences("q?", [hit], [excerpt], similarity, 2) == [
@@ -81,7 +84,7 @@ def test_every_mode_answers_with_checked_support(sample_index: Index, mode: str)
     assert answer.settings["answer_mode"] == mode
     # auto replaces an unsupported answer by a quote; a quote with no content of its own by the best sentence.
     produced = {"auto": {"generate", "quote", "extract"}, "quote": {"quote", "extract"}}.get(mode, {mode})
-    assert answer.mode in produced
+    assert answer.answer_mode in produced
     assert answer.support, answer
     assert answer.supported == all(s.supported for s in answer.support)
     if mode in ("quote", "extract"):  # copied from the sources: supported by construction
@@ -97,7 +100,7 @@ def test_ask_json_carries_mode_and_support(sample_index: Index) -> None:
     result = run("ask", QUESTION, "--answer-mode", "extract", "--json", "--index", index)
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
-    assert data["mode"] == "extract" and data["supported"] is True
+    assert data["answer_mode"] == "extract" and data["supported"] is True
     [support] = data["support"]
     assert {"claim", "supported", "quote", "path", "start", "end", "source", "overlap", "similarity"} <= set(support)
     assert "Holtzman" in support["quote"]

@@ -1,13 +1,17 @@
 """Packing sources into the budget, with a word-counting stand-in for the tokenizer (exact numbers matter here;
 the real tokenizer is covered in test_api.py)."""
 
-from rag.prompt import build_messages, citations, focus, pack, sentences
+from rag.answer.prompt import build_messages, focus, pack
+from rag.answer.text import citations, sentences
 from rag.types import Hit
 
 
 def hit(rank: int, words: int) -> Hit:
     text = " ".join(f"w{rank}" for _ in range(words))
-    return Hit(rank, 0.5, rank, f"/docs/d{rank}.md", None, "markdown", 0, 0, len(text), None, None, words, text)
+    return Hit(
+        rank=rank, score=0.5, chunk_id=rank, path=f"/docs/d{rank}.md", title=None, kind="markdown",
+        ordinal=0, start=0, end=len(text), token_count=words, text=text,
+    )  # fmt: skip
 
 
 def words(messages: list[dict[str, str]]) -> int:

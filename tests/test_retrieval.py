@@ -10,10 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ingest.chunking import Chunk
+from ingest.records import Chunk, DocumentInfo
 from rag import Config, ConfigError, Index, ModelNotFoundError
-from rag.retrieve import Fusion, fuse, retrieve
-from rag.store import DocumentInfo, Store, fts_query
+from rag.retrieval.retrieve import Fusion, fuse, retrieve
+from rag.storage.fts import fts_query
+from rag.storage.store import Store
 from rag.types import Filters
 
 from .conftest import SAMPLE_DOCS, load_questions
@@ -125,8 +126,8 @@ def _found(hits: list) -> set[str]:
 
 def test_bm25_and_hybrid_find_the_lexical_question_dense_misses(sample_index: Index) -> None:
     files = set(Q19["files"])
-    assert not _found(sample_index.search(Q19["question"], 5, mode="dense")) & files
-    assert _found(sample_index.search(Q19["question"], 5, mode="bm25")) & files
+    assert not _found(sample_index.search(Q19["question"], 5, retrieval="dense")) & files
+    assert _found(sample_index.search(Q19["question"], 5, retrieval="bm25")) & files
     assert _found(sample_index.search(Q19["question"], 5)) & files  # the default, hybrid
 
 
@@ -149,7 +150,7 @@ def test_candidates_explain_every_hit(sample_index: Index) -> None:
 
 def test_threshold_is_on_cosine_in_every_mode(sample_index: Index) -> None:
     for mode in ("dense", "bm25", "hybrid"):
-        result = sample_index.retrieve("How does beam search work?", 5, mode=mode, min_score=0.3)
+        result = sample_index.retrieve("How does beam search work?", 5, retrieval=mode, min_score=0.3)
         assert result.hits
         for c in result.candidates:
             assert c.dense_score is not None
@@ -160,10 +161,10 @@ def test_threshold_is_on_cosine_in_every_mode(sample_index: Index) -> None:
 def test_kind_filter_applies_inside_retrieval(sample_index: Index, mode: str) -> None:
     # Unfiltered, the top hits for this question come from the attention documents; filtered, all k are PDF chunks.
     query = "how do tokens attend to each other in self-attention?"
-    hits = sample_index.search(query, 4, mode=mode, filters=Filters(kinds=("pdf",)))
+    hits = sample_index.search(query, 4, retrieval=mode, filters=Filters(kinds=("pdf",)))
     assert len(hits) == 4
     assert {h.kind for h in hits} == {"pdf"}
-    unfiltered = sample_index.search(query, 4, mode=mode)
+    unfiltered = sample_index.search(query, 4, retrieval=mode)
     assert sum(h.kind == "pdf" for h in unfiltered) < 4
 
 
@@ -207,8 +208,8 @@ def test_mmr_trades_relevance_for_diversity(sample_index: Index) -> None:
 
 
 def test_unknown_mode_is_a_config_error(sample_index: Index) -> None:
-    with pytest.raises(ConfigError, match="retrieval mode"):
-        sample_index.search("attention", 3, mode="sparse")
+    with pytest.raises(ConfigError, match=r"retrieval 'sparse': use one of dense, bm25, hybrid"):
+        sample_index.search("attention", 3, retrieval="sparse")
 
 
 def test_missing_reranker_is_a_typed_error(sample_index: Index, tmp_path: Path) -> None:
@@ -229,14 +230,14 @@ def test_missing_reranker_is_a_typed_error(sample_index: Index, tmp_path: Path) 
 
 
 def test_retrieval_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert Config.load().retrieval_mode == "hybrid" and Config.load().mmr is None
-    monkeypatch.setenv("RAG_RETRIEVAL_MODE", "bm25")
+    assert Config.load().retrieval == "hybrid" and Config.load().mmr is None
+    monkeypatch.setenv("RAG_RETRIEVAL", "bm25")
     monkeypatch.setenv("RAG_MMR", "0.5")
     monkeypatch.setenv("RAG_RERANKER", "")
     config = Config.load()
-    assert (config.retrieval_mode, config.mmr, config.reranker) == ("bm25", 0.5, None)
-    monkeypatch.setenv("RAG_RETRIEVAL_MODE", "sparse")
-    with pytest.raises(ConfigError, match="retrieval_mode"):
+    assert (config.retrieval, config.mmr, config.reranker) == ("bm25", 0.5, None)
+    monkeypatch.setenv("RAG_RETRIEVAL", "sparse")
+    with pytest.raises(ConfigError, match="retrieval"):
         Config.load()
 
 
@@ -257,7 +258,7 @@ def test_rows_replaced_under_a_stale_reader_do_not_take_the_k_places(fresh_index
     fresh_index.ingest(folder)  # a writer replaces every chunk
     # Searching before the reader has caught up: every id in its FAISS index is gone from SQLite. Those must not
     # take the k places (they did: k stale ids gave no hits at all); BM25 still finds the new rows.
-    r = retrieve(reader.store, reader.embedder, "volcano lava vent", 3, mode="hybrid")
+    r = retrieve(reader.store, reader.embedder, "volcano lava vent", 3, retrieval="hybrid")
     assert len(r.hits) == 3 and all("revised" in h.text for h in r.hits)
     assert any(c.reason == "missing" for c in r.candidates)
     reader.close()

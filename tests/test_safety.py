@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from rag import Index
-from rag.prompt import build_messages, defuse
+from rag.answer.prompt import build_messages, defuse
 
 INJECTION = (
     "The Harbour Museum opens at nine o'clock every weekday morning.\n"

@@ -11,9 +11,10 @@ import sys
 import numpy as np
 import pytest
 
-from rag import Decoding, Index, llamacpp
-from rag.generate import Generator
-from rag.store import Store
+from rag import Decoding, Index
+from rag.models import llamacpp
+from rag.models.generator import Generator
+from rag.storage.store import Store
 
 from .conftest import ROOT
 
@@ -131,8 +132,7 @@ def test_search_process_never_imports_torch(sample_index: Index) -> None:
 
 
 def test_large_index_switches_to_ivf_on_rebuild_and_keeps_removals(tmp_path) -> None:
-    from ingest.chunking import Chunk
-    from rag.store import DocumentInfo
+    from ingest.records import Chunk, DocumentInfo
 
     rng = np.random.default_rng(0)
     store = Store.open(tmp_path / "idx", create=True)

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from ingest.chunking import Chunk
+from ingest.records import Chunk, DocumentInfo
 from rag import Index, IndexNotFoundError
-from rag.store import DocumentInfo, Store
+from rag.storage.store import Store
 
 
 def test_faiss_ids_match_chunk_rows_one_to_one(sample_index: Index) -> None:

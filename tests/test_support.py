@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from rag import Index
-from rag.support import check, claims, content_words, is_supported
+from rag.answer.support import check, claims, content_words, is_supported
 from rag.types import Hit
 
 DOC = (
@@ -31,7 +31,19 @@ def hits_of(doc: Path) -> list[Hit]:
     second = DOC.index("Beyoncé")
     chunks = [(first, second - 2), (second, len(DOC))]
     return [
-        Hit(n, 0.5, n, str(doc), None, "text", n - 1, s, e, None, None, 0, DOC[s:e])
+        Hit(
+            rank=n,
+            score=0.5,
+            chunk_id=n,
+            path=str(doc),
+            title=None,
+            kind="text",
+            ordinal=n - 1,
+            start=s,
+            end=e,
+            token_count=0,
+            text=DOC[s:e],
+        )
         for n, (s, e) in enumerate(chunks, start=1)
     ]
 

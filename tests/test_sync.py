@@ -12,6 +12,7 @@ import pytest
 
 from rag import Config, Index, IndexBusyError, ModelMismatchError, SourceNotFoundError
 from rag.cli import main as cli
+from rag.storage import health
 
 MARKER = "The archive keeper's codeword is QUOKKA-SEVENTEEN."
 
@@ -58,13 +59,13 @@ def test_sync_add_change_delete_rename_copy(fresh_index: Index, docs_copy: Path)
     assert not any("nucleus" in c.text.lower() for c in index.store.document_chunks(str(changed)))
 
     # Renamed: same rows under the new path, nothing embedded.
-    chunk_ids = [c.id for c in index.store.document_chunks(str(changed))]
+    chunk_ids = [c.chunk_id for c in index.store.document_chunks(str(changed))]
     renamed = docs_copy / "moved-here" / "sampling-renamed.html"
     renamed.parent.mkdir()
     changed.rename(renamed)
     report = index.ingest(docs_copy)
     assert (report.moved, report.added, report.removed, report.chunks_embedded) == (1, 0, 0, 0)
-    assert [c.id for c in index.store.document_chunks(str(renamed))] == chunk_ids
+    assert [c.chunk_id for c in index.store.document_chunks(str(renamed))] == chunk_ids
     assert str(changed) not in _paths(index)
     assert _marker_paths(index) == {str(renamed)}
 
@@ -146,15 +147,15 @@ def test_doctor_finds_and_repairs_a_stale_and_damaged_faiss_file(fresh_index: In
     assert index.doctor() == []
     faiss_file = next(index.store.directory.glob("vectors-*.faiss"))
     faiss_file.write_bytes(b"not a faiss index")
-    problems = index.store.check()
+    problems = health.check(index.store)
     assert [p.kind for p in problems] == ["faiss-unreadable"]
     assert index.doctor(repair=True) == []
     assert cli(["doctor", "--index", str(index.store.directory)]) == 0
     faiss_file = next(index.store.directory.glob("vectors-*.faiss"))
     faiss_file.unlink()
-    assert [p.kind for p in index.store.check()] == ["faiss-stale"]
+    assert [p.kind for p in health.check(index.store)] == ["faiss-stale"]
     assert cli(["reindex", "--index", str(index.store.directory), "--json"]) == 0
-    assert index.store.check() == []
+    assert health.check(index.store) == []
 
 
 def test_second_writer_is_refused_at_once(fresh_index: Index, docs_copy: Path, capsys) -> None:

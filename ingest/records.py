@@ -1,0 +1,35 @@
+"""The records ingest produces: what is known of a source file, and the chunks cut from it.
+
+Storage keeps them as they are given (rag/storage imports these, never the other way round).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class DocumentInfo:
+    """What the index records about a source file."""
+
+    path: str
+    content_hash: str
+    size: int
+    mtime: float
+    kind: str
+    title: str | None = None
+    encoding: str | None = None
+    chunker: str = ""
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One piece of a document: ``document_text[start:end] == text``."""
+
+    ordinal: int
+    text: str
+    start: int
+    end: int
+    token_count: int
+    page: int | None = None
+    heading: str | None = None

@@ -1,0 +1,42 @@
+"""`rag`: the command line over the public API. Results go to stdout, progress and errors to stderr.
+
+Exit codes: 0 success, 1 an expected failure (one line on stderr), 2 a usage error, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from rag.cli.parser import build_parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    for name in ("index", "embed_model", "gen_model"):
+        if not hasattr(args, name):
+            setattr(args, name, None)
+    args.quiet = getattr(args, "quiet", False)
+    args.json = getattr(args, "json", False)
+    from rag.cli.commands import COMMANDS
+    from rag.errors import ConfigError, RagError
+
+    try:
+        return COMMANDS[args.command](args)
+    except ConfigError as e:
+        print(f"rag {args.command}: {e}", file=sys.stderr)
+        return 2
+    except RagError as e:
+        print(f"rag {args.command}: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"\nrag {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `rag search ... | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,382 @@
+"""One function per command, each a thin layer over :class:`rag.api.Index` (and the tools over it)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rag.cli.output import (
+    EvalProgress,
+    ProgressLine,
+    dump,
+    print_eval,
+    print_report,
+    print_support,
+    report_dict,
+    show,
+)
+
+if TYPE_CHECKING:
+    from rag.api import Index
+    from rag.config import Config
+    from rag.types import Filters
+
+
+def _config(args: argparse.Namespace, **extra: Any) -> Config:
+    from rag.config import Config
+
+    return Config.load(index=args.index, embed_model=args.embed_model, gen_model=args.gen_model, **extra)
+
+
+def _open(config: Config, create: bool = False) -> Index:
+    from rag.api import Index
+
+    return Index.open(config=config, create=create)
+
+
+# --- ingest ---------------------------------------------------------------------------------------------------
+
+
+def _cmd_ingest(args: argparse.Namespace) -> int:
+    config = _config(args, chunk_tokens=args.chunk_tokens, chunk_overlap=args.chunk_overlap)
+    folder = Path(args.folder)
+    if not folder.is_dir():  # before creating an index directory for nothing
+        what = "is not a folder" if folder.exists() else "does not exist"
+        print(f"rag ingest: {folder} {what}; give the folder of documents to index", file=sys.stderr)
+        return 1
+    show_progress = not args.quiet and sys.stderr.isatty()
+    line = ProgressLine(sys.stderr) if show_progress else None
+    with _open(config, create=True) as index:
+        try:
+            report = index.ingest(folder, delete=not args.no_delete, progress=line)
+        finally:
+            if line:
+                line.close()
+        docs, chunks = index.counts()
+    if args.json:
+        dump({**report_dict(report), "index": {"documents": docs, "chunks": chunks}})
+    else:
+        print_report(report, docs, chunks)
+    return 0
+
+
+# --- search / ask ---------------------------------------------------------------------------------------------
+
+
+def _filters(args: argparse.Namespace) -> Filters | None:
+    from rag.types import Filters
+
+    kinds = tuple(k.strip() for value in args.kind or () for k in value.split(",") if k.strip())
+    filters = Filters(path=args.path, kinds=kinds, modified_since=args.since)
+    return filters if filters.active() else None
+
+
+def _cmd_search(args: argparse.Namespace) -> int:
+    config = _config(args, retrieval=args.retrieval, reranker=args.reranker)
+    filters = _filters(args)
+    with _open(config) as index:
+        hits = index.search(args.query, args.k, min_score=args.min_score, filters=filters, mmr=args.mmr)
+    if args.json:
+        dump(
+            {
+                "query": args.query,
+                "retrieval": config.retrieval,
+                "filters": filters.as_dict() if filters else None,
+                "hits": [h.as_dict() for h in hits],
+            }
+        )
+        return 0
+    if not hits:
+        print("no results (is the index empty, or are the filters too narrow?)")
+    for h in hits:
+        snippet = " ".join(h.text.split())
+        snippet = snippet[:200] + ("…" if len(snippet) > 200 else "")
+        print(f"{h.rank:>2}. {h.score:.3f}  {show(h.path)} · {h.location()}")
+        print(f"    {snippet}")
+    return 0
+
+
+def _cmd_ask(args: argparse.Namespace) -> int:
+    from rag.models.decoding import Decoding
+
+    decoding = Decoding(
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        num_beams=args.num_beams,
+        repetition_penalty=args.repetition_penalty,
+        no_repeat_ngram_size=args.no_repeat_ngram_size,
+        seed=args.seed,
+    )
+    decoding.validate()
+    config = _config(args, retrieval=args.retrieval, reranker=args.reranker, mmr=args.mmr, answer_mode=args.answer_mode)
+    filters = _filters(args)
+    stream_to_terminal = not args.json and sys.stdout.isatty()
+    with _open(config) as index:
+        if not args.quiet and sys.stderr.isatty() and index.generator.needs_conversion():
+            print("rag ask: converting the GGUF generator to safetensors, once (about 20 s)...", file=sys.stderr)
+        stream = index.ask_stream(args.question, k=args.k, decoding=decoding, filters=filters)
+        streamed = []
+        for piece in stream:
+            streamed.append(piece)
+            if stream_to_terminal:
+                sys.stdout.write(piece)
+                sys.stdout.flush()
+        answer = stream.answer
+    if args.json:
+        dump(answer.as_dict())
+        return 0
+    if stream_to_terminal and streamed:
+        print()
+        if "".join(streamed).strip() != answer.text:  # auto mode replaced an unsupported answer
+            print(f"(not supported by the sources; {'quoting them' if answer.answered else 'no answer'} instead)")
+            print(answer.text)
+    else:
+        print(answer.text)
+    print_support(answer)
+    if answer.sources:
+        print("\nSources:")
+        for n, h in enumerate(answer.sources, start=1):
+            mark = "*" if n in answer.cited else " "
+            print(f" {mark}[{n}] {show(h.path)} · {h.location()} · score {h.score:.3f}")
+    if not args.quiet and sys.stderr.isatty() and answer.answered:
+        t = answer.timings
+        print(
+            f"({answer.answer_tokens} tokens in {t.get('generate_s', 0):.1f} s, first after "
+            f"{t.get('first_token_s', 0):.1f} s)",
+            file=sys.stderr,
+        )
+    return 0
+
+
+# --- explain / map --------------------------------------------------------------------------------------------
+
+
+def _cmd_explain(args: argparse.Namespace) -> int:
+    from rag.errors import ConfigError
+    from rag.tools.explain import explain
+    from rag.tools.explain_text import render
+
+    if args.steps < 0:
+        raise ConfigError("--steps: must be >= 0")
+    config = _config(args, retrieval=args.retrieval, reranker=args.reranker)
+    filters = _filters(args)
+    with _open(config) as index:
+        layers = index.generator.layers
+        if args.layer is not None and args.layer > layers:  # before minutes of work, not after
+            raise ConfigError(f"--layer {args.layer}: the generator has layers 1 to {layers}")
+        if not args.quiet and sys.stderr.isatty() and args.compare_decoding:
+            print("rag explain: answering once per decoding strategy (6 generations)...", file=sys.stderr)
+        e = explain(
+            index,
+            args.question,
+            k=args.k,
+            max_new_tokens=args.max_new_tokens,
+            first_steps=args.steps,
+            compare_decoding=args.compare_decoding,
+            filters=filters,
+            mmr=args.mmr,
+            answer_mode=args.answer_mode,
+        )
+    layer = _check_layer_source(e, args)
+    files = _explain_files(e, Path(args.out), layer, args.source) if args.out else []
+    if args.json:
+        dump({**e.as_dict(), "files": files})
+        return 0
+    print("\n".join(render(e, layer=layer, show_prompt=not args.no_prompt)))
+    if files:
+        print("\nwrote " + ", ".join(files))
+    return 0
+
+
+def _check_layer_source(e: Any, args: argparse.Namespace) -> int | None:
+    from rag.errors import ConfigError
+
+    if args.source is not None and e.prompt is not None and args.source > len(e.prompt.sources):
+        raise ConfigError(f"--source {args.source}: the prompt has sources 1 to {len(e.prompt.sources)}")
+    return args.layer - 1 if args.layer is not None else None
+
+
+def _explain_files(e: Any, out: Path, layer: int | None, source: int | None) -> list[str]:
+    from rag.tools import plots
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "explain.json").write_text(json.dumps(e.as_dict(), indent=2, ensure_ascii=False, default=str))
+    files = [out / "explain.json"]
+    if e.prompt is not None:
+        (out / "prompt.txt").write_text(e.prompt.text)
+        files.append(out / "prompt.txt")
+    a = e.attention
+    if a is not None and a.answer_tokens:
+        shares = a.answer_share if layer is None else a.layer_answer_share[layer]
+        source = source or max(range(len(shares)), key=lambda i: shares[i]) + 1
+        plots.source_heatmap(a, e.prompt.sources, out / "attention-sources.png", layer)
+        tokens = a.context_tokens[source - 1]
+        name = out / f"attention-source-{source}.png"
+        plots.context_heatmap(a, source, tokens, e.prompt.sources[source - 1], name, layer)
+        files += [out / "attention-sources.png", name]
+    return [show(str(f)) for f in files]
+
+
+def _cmd_map(args: argparse.Namespace) -> int:
+    from rag.tools import plots
+    from rag.tools.embedding_map import embedding_map
+
+    config = _config(args)
+    with _open(config) as index:
+        emap = embedding_map(
+            index,
+            query=args.query,
+            k=args.k,
+            method=args.method,
+            max_points=args.max_points,
+            perplexity=args.perplexity,
+            seed=args.seed,
+        )
+    path = Path(args.out) / f"map-{args.method}.png"
+    width, height = plots.map_png(emap, path)
+    if args.json:
+        dump({**emap.as_dict(), "file": show(str(path)), "width": width, "height": height})
+        return 0
+    shown = f"{len(emap.chunk_ids)} of {emap.total_chunks} chunks (random sample, seed {emap.seed})"
+    print(
+        f"{shown if emap.sampled else f'{emap.total_chunks} chunks'} from {len(emap.documents)} documents, "
+        f"{emap.method.upper()} in {emap.seconds:.1f} s"
+    )
+    if emap.explained_variance:
+        print("axes hold {:.1%} and {:.1%} of the variance".format(*emap.explained_variance))
+    if emap.perplexity is not None:
+        print(f"t-SNE perplexity {emap.perplexity:g}, seed {emap.seed}")
+    for h in emap.hits:
+        print(f"{h['rank']:>2}. {h['score']:.3f}  {show(h['path'])}  at ({h['x']:.2f}, {h['y']:.2f})")
+    print(f"wrote {show(str(path))} ({width}x{height})")
+
+
+# --- remove / doctor / reindex --------------------------------------------------------------------------------
+
+
+def _cmd_remove(args: argparse.Namespace) -> int:
+    with _open(_config(args)) as index:
+        removed = index.remove(args.paths)
+        docs, chunks = index.counts()
+    if args.json:
+        dump({"removed": removed, "index": {"documents": docs, "chunks": chunks}})
+    else:
+        print(f"removed {removed} documents; index now holds {docs} documents, {chunks} chunks")
+    return 0
+
+
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    with _open(_config(args)) as index:
+        problems = index.doctor(repair=args.repair)
+        docs, chunks = index.counts()
+    if args.json:
+        dump({"ok": not problems, "repaired": args.repair, "problems": [vars(p) for p in problems]})
+    elif problems:
+        for p in problems:
+            print(f"{p.kind}: {p.detail}")
+        if not args.repair:
+            print("run `rag doctor --repair` to fix what can be fixed")
+    else:
+        print(f"ok: {docs} documents, {chunks} chunks, FAISS and SQLite agree")
+    return 1 if problems else 0
+
+
+def _cmd_reindex(args: argparse.Namespace) -> int:
+    started = time.monotonic()
+    with _open(_config(args)) as index:
+        n = index.reindex()
+    if args.json:
+        dump({"vectors": n, "seconds": time.monotonic() - started})
+    else:
+        print(f"rebuilt the FAISS index from SQLite: {n} vectors in {time.monotonic() - started:.1f} s")
+    return 0
+
+
+# --- status / config ------------------------------------------------------------------------------------------
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    with _open(_config(args)) as index:
+        status = index.status()
+    if args.json:
+        dump(status)
+        return 0
+    emb = status["embedder"] or {}
+    kinds = status["by_type"]
+    print(f"index      {status['index']}  ({status['bytes_on_disk'] / 1e6:.1f} MB)")
+    print(f"documents  {status['documents']}  " + " ".join(f"{k}:{v}" for k, v in sorted(kinds.items())))
+    print(f"chunks     {status['chunks']}")
+    print(
+        f"embedder   {emb.get('name', '-')}  dim {emb.get('dim', '-')}  max_seq_length {emb.get('max_seq_length', '-')}"
+    )
+    print(f"chunker    {status['chunker']}")
+    vec = status["vectors"] or {"kind": "flat"}
+    params = " ".join(f"{k} {v}" for k, v in vec.items() if k in ("nlist", "nprobe"))
+    exact = "exact" if vec["kind"] == "flat" else "approximate"
+    print(f"vectors    {vec['kind']} ({exact} inner product){'  ' + params if params else ''}")
+    print(f"generator  {status['generator']}  backend {status['gen_backend']}  precision {status['gen_precision']}")
+    return 0
+
+
+def _cmd_config(args: argparse.Namespace) -> int:
+    from rag.api import config_report
+
+    values = config_report(_config(args))
+    if args.json:
+        dump(values)
+    else:
+        for k, v in values.items():
+            print(f"{k:<22} {v}")
+    return 0
+
+
+# --- eval -----------------------------------------------------------------------------------------------------
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from rag.tools.evaluate import evaluate, is_beir
+
+    config = _config(args, chunk_tokens=args.chunk_tokens, chunk_overlap=args.chunk_overlap, reranker=args.reranker)
+    target = Path(args.target)
+    split = args.split or ("test" if target.is_dir() and is_beir(target) else "all")
+    line = EvalProgress(sys.stderr) if not args.quiet and sys.stderr.isatty() else None
+    try:
+        report = evaluate(
+            target,
+            config,
+            split=split,
+            retrievals=args.retrieval,
+            limit=args.limit,
+            answers=args.answers,
+            answer_modes=args.answer_mode,
+            progress=line,
+        )
+    finally:
+        if line:
+            line.close()
+    if args.json:
+        dump(report.as_dict())
+    else:
+        print_eval(report)
+    return 0
+
+
+COMMANDS = {
+    "ingest": _cmd_ingest,
+    "search": _cmd_search,
+    "ask": _cmd_ask,
+    "explain": _cmd_explain,
+    "map": _cmd_map,
+    "remove": _cmd_remove,
+    "doctor": _cmd_doctor,
+    "reindex": _cmd_reindex,
+    "eval": _cmd_eval,
+    "status": _cmd_status,
+    "config": _cmd_config,
+}

@@ -1,0 +1,138 @@
+"""What the command line prints: progress lines on stderr, results on stdout (text, or JSON with --json)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+if TYPE_CHECKING:
+    from ingest.pipeline import IngestReport, Progress
+    from rag.tools.evaluate import EvalReport
+
+
+def show(path: str) -> str:
+    """A path relative to the working directory when it lies below it."""
+    try:
+        return str(Path(path).relative_to(Path.cwd()))
+    except ValueError:
+        return path
+
+
+def dump(data: Any) -> None:
+    json.dump(data, sys.stdout, indent=2, ensure_ascii=False, default=str)
+    sys.stdout.write("\n")
+
+
+class ProgressLine:
+    """One self-rewriting line on stderr, at most ten updates a second."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.last = 0.0
+        self.width = 0
+
+    def __call__(self, p: Progress) -> None:
+        now = time.monotonic()
+        if now - self.last < 0.1 and p.files_done < p.files_total:
+            return
+        self.last = now
+        rate = p.chunks / p.elapsed if p.elapsed > 0 else 0.0
+        eta = ""
+        if 0 < p.files_done < p.files_total:
+            left = p.elapsed / p.files_done * (p.files_total - p.files_done)
+            eta = f" · ETA {int(left // 60)}:{int(left % 60):02d}"
+        files = f"{p.files_done}/{p.files_total} files · " if p.files_total else ""
+        line = f"ingest: {files}{p.chunks} chunks · {rate:.1f} chunks/s{eta}"
+        if p.path:
+            line += f" · {Path(p.path).name if p.files_total else p.path}"
+        line = line[:120]
+        self.stream.write("\r" + line.ljust(self.width))
+        self.width = len(line)
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.width:
+            self.stream.write("\r" + " " * self.width + "\r")
+            self.stream.flush()
+
+
+class EvalProgress(ProgressLine):
+    def __call__(self, what: str, done: int, total: int) -> None:  # type: ignore[override]
+        now = time.monotonic()
+        if now - self.last < 0.1 and done < total:
+            return
+        self.last = now
+        line = f"eval: {what} {done}/{total}"
+        self.stream.write("\r" + line.ljust(self.width))
+        self.width = len(line)
+        self.stream.flush()
+
+
+def report_dict(r: IngestReport) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    return {**asdict(r), "indexed": r.indexed, "skipped_by_reason": r.skipped_by_reason()}
+
+
+def print_report(r: IngestReport, docs: int, chunks: int) -> None:
+    rate = f", {r.chunks_embedded / r.seconds:.1f} chunks/s" if r.chunks_embedded and r.seconds else ""
+    reused = f" · {r.moved} moved · {r.copied} copied" if r.moved or r.copied else ""
+    print(
+        f"{show(r.folder)}: {r.files_seen} files · {r.added} added · {r.updated} updated{reused} · "
+        f"{r.unchanged} unchanged · {r.removed} removed · {len(r.skipped)} skipped"
+    )
+    if r.reembedded:
+        print(f"re-embedded {r.reembedded} stored chunks with the new embedding model")
+    print(
+        f"embedded {r.chunks_embedded} chunks in {r.seconds:.1f} s{rate}; index now holds {docs} documents, "
+        f"{chunks} chunks"
+    )
+    if r.chunks_embedded == 0 and r.removed == 0 and not r.moved and not r.copied:
+        print("nothing changed: no file needed embedding")
+    if r.skipped:
+        print("skipped: " + ", ".join(f"{n} {reason}" for reason, n in r.skipped_by_reason().items()))
+        for s in r.skipped[:20]:
+            print(f"  {show(s.path)}: {s.reason}{' (' + s.detail + ')' if s.detail else ''}")
+        if len(r.skipped) > 20:
+            print(f"  ... and {len(r.skipped) - 20} more (--json lists all)")
+
+
+def print_support(answer: Any) -> None:
+    """The quote backing each claim of the answer, with file and character offsets."""
+    if not answer.answered:
+        return
+    for s in answer.support:
+        if s.path is None:
+            continue
+        where = f"[{s.source}] {show(s.path)}:{s.start}-{s.end}"
+        quote = " ".join(s.quote.split())
+        quote = quote[:300] + ("…" if len(quote) > 300 else "")
+        if s.supported:
+            print(f'  > "{quote}"\n    {where}')
+        else:
+            print(f'  ! unsupported: "{s.claim}"; closest source text: "{quote}"\n    {where}')
+
+
+def print_eval(r: EvalReport) -> None:
+    print(
+        f"{show(r.target)} · split {r.split} · {r.queries} queries · {r.ingest.get('documents')} documents, "
+        f"{r.ingest.get('chunks')} chunks"
+    )
+    modes = list(r.modes)
+    metrics = list(dict.fromkeys(m for scores in r.modes.values() for m in scores))
+    print(f"{'metric':<14}" + "".join(f"{m:>10}" for m in modes))
+    for metric in metrics:
+        print(f"{metric:<14}" + "".join(f"{r.modes[m].get(metric, 0.0):>10.4f}" for m in modes))
+    if r.answers:
+        answer_modes = list(r.answers)
+        print(f"{'answers':<18}" + "".join(f"{m:>10}" for m in answer_modes))
+        for metric in dict.fromkeys(k for scores in r.answers.values() for k in scores):
+            print(f"{metric:<18}" + "".join(f"{r.answers[m].get(metric, 0.0):>10.3f}" for m in answer_modes))
+    s = r.settings
+    print(
+        f"settings: chunks {s['chunk_tokens']}/{s['chunk_overlap']} · rrf_k {s['rrf_k']:g} · weights dense "
+        f"{s['dense_weight']:g} bm25 {s['bm25_weight']:g} · candidates {s['candidates']} · {r.seconds:.0f} s"
+    )

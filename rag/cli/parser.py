@@ -1,0 +1,178 @@
+"""The command line's flags: one parser for every command, global options accepted before or after the command."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from rag.config import RETRIEVAL_MODES
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)  # a ValueError becomes argparse's "invalid _positive_int value" usage error
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not at least 1")
+    return value
+
+
+def _since(text: str) -> float:
+    """Unix seconds, an ISO date/time (2024-05-01, 2024-05-01T12:00), or an age: 30m, 12h, 7d."""
+    from datetime import datetime
+
+    units = {"m": 60, "h": 3600, "d": 86400}
+    try:
+        if text[-1:] in units and text[:-1].replace(".", "", 1).isdigit():
+            return time.time() - float(text[:-1]) * units[text[-1]]
+        try:
+            return float(text)
+        except ValueError:
+            return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date (2024-05-01), Unix time, or age (7d, 12h)") from None
+
+
+def _retrieval_options() -> argparse.ArgumentParser:
+    r = argparse.ArgumentParser(add_help=False)
+    g = r.add_argument_group("retrieval")
+    g.add_argument("--retrieval", choices=RETRIEVAL_MODES, help="retrieval mode (default hybrid)")
+    g.add_argument("--mode", dest="retrieval", choices=RETRIEVAL_MODES, help=argparse.SUPPRESS)  # the old name
+    g.add_argument("--path", metavar="GLOB", help="only files matching GLOB (e.g. '*.md', 'docs/*')")
+    g.add_argument("--kind", action="append", metavar="KIND", help="only these types: text markdown rst html pdf code")
+    g.add_argument("--since", type=_since, metavar="WHEN", help="only files modified since (2024-05-01, 7d, 12h)")
+    g.add_argument("--mmr", type=float, metavar="LAMBDA", help="diversify results (1: relevance only, 0.5: balanced)")
+    g.add_argument("--reranker", metavar="M", help="cross-encoder folder to rerank with (none is bundled)")
+    return r
+
+
+def build_parser() -> argparse.ArgumentParser:
+    # Global options are accepted before or after the command (`rag --index X ask ...` or `rag ask ... --index X`).
+    common = argparse.ArgumentParser(add_help=False)
+    g = common.add_argument_group("global options")
+    g.add_argument(
+        "--index",
+        metavar="DIR",
+        default=argparse.SUPPRESS,
+        help="index directory (env RAG_INDEX, default ./.rag)",
+    )
+    g.add_argument(
+        "--embed-model",
+        metavar="M",
+        default=argparse.SUPPRESS,
+        help="embedding model: bundled name, sentence-transformers folder or hub id",
+    )
+    g.add_argument(
+        "--gen-model",
+        metavar="M",
+        default=argparse.SUPPRESS,
+        help="generator: bundled name, causal-LM folder, .gguf file or hub id",
+    )
+    g.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress output")
+    g.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output")
+
+    p = argparse.ArgumentParser(
+        prog="rag",
+        parents=[common],
+        description="Ask questions about a folder of documents with a local model, offline, with sources.",
+        epilog='Start with: rag ingest FOLDER, then rag ask "your question".',
+    )
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    ing = sub.add_parser("ingest", parents=[common], help="index a folder (re-run to sync changes)")
+    ing.add_argument("folder", help="folder of documents; searched recursively")
+    ing.add_argument("--no-delete", action="store_true", help="keep documents whose files are gone")
+    ing.add_argument("--chunk-tokens", type=int, metavar="N", help="chunk size in embedder tokens (default 254)")
+    ing.add_argument("--chunk-overlap", type=int, metavar="N", help="overlap between chunks in tokens (32)")
+
+    retrieval = _retrieval_options()
+    se = sub.add_parser("search", parents=[common, retrieval], help="show the chunks that best match a query")
+    se.add_argument("query")
+    se.add_argument("-k", type=_positive_int, metavar="N", help="how many results (default 5)")
+    se.add_argument("--min-score", type=float, metavar="S", help="leave out results below this cosine (any mode)")
+
+    ask = sub.add_parser("ask", parents=[common, retrieval], help="answer a question from the indexed documents")
+    ask.add_argument("question")
+    ask.add_argument("-k", type=_positive_int, metavar="N", help="sources to retrieve (default 5)")
+    ask.add_argument(
+        "--answer-mode",
+        metavar="MODE",
+        help="quote (default: a verbatim span of the sources chosen by the model), auto (generate, check against "
+        "the sources, quote them when unsupported), generate or extract (the most similar source sentence); "
+        "env RAG_ANSWER_MODE",
+    )
+    d = ask.add_argument_group("decoding (default: greedy)")
+    d.add_argument("--max-new-tokens", type=int, default=128, metavar="N", help="answer length limit (128)")
+    d.add_argument("--temperature", type=float, default=0.0, metavar="T", help="> 0 samples (0: greedy)")
+    d.add_argument("--top-k", type=int, metavar="K", help="sample from the K most likely tokens")
+    d.add_argument("--top-p", type=float, metavar="P", help="sample from the smallest set reaching probability P")
+    d.add_argument("--num-beams", type=int, default=1, metavar="N", help="beam search width (no streaming)")
+    d.add_argument("--repetition-penalty", type=float, default=1.0, metavar="R", help="> 1 discourages repeats")
+    d.add_argument("--no-repeat-ngram-size", type=int, default=0, metavar="N", help="forbid repeated n-grams")
+    d.add_argument("--seed", type=int, metavar="S", help="random seed for sampling")
+
+    ex = sub.add_parser("explain", parents=[common, retrieval], help="tokens, retrieval, prompt, attention, decoding")
+    ex.add_argument("question")
+    ex.add_argument("-k", type=_positive_int, metavar="N", help="sources to retrieve (default 5)")
+    ex.add_argument("--max-new-tokens", type=_positive_int, default=64, metavar="N", help="answer length (64)")
+    ex.add_argument("--out", metavar="DIR", help="write explain.json, prompt.txt and heatmap PNGs to DIR")
+    ex.add_argument("--layer", type=_positive_int, metavar="N", help="attention of layer N alone (1-based)")
+    ex.add_argument("--source", type=_positive_int, metavar="N", help="context heatmap for source N (default: top)")
+    ex.add_argument("--steps", type=int, default=5, metavar="N", help="decoding steps to show candidates for (5)")
+    ex.add_argument(
+        "--compare-decoding", action="store_true", help="also answer with beam search, temperatures, top-k, top-p"
+    )
+    ex.add_argument("--no-prompt", action="store_true", help="do not print the packed prompt's text")
+    ex.add_argument(
+        "--answer-mode",
+        metavar="MODE",
+        help="decode as `rag ask` does in MODE: quote (default: constrained to a span of the sources), or "
+        "generate / auto (free); env RAG_ANSWER_MODE",
+    )
+
+    mp = sub.add_parser("map", parents=[common], help="draw the chunk embeddings in 2-D, coloured by document")
+    mp.add_argument("--query", metavar="Q", help="place this query and ring its top-k chunks")
+    mp.add_argument("-k", type=_positive_int, metavar="N", help="hits to ring (default 5)")
+    mp.add_argument("--method", choices=["pca", "tsne"], default="pca", help="projection (default pca)")
+    mp.add_argument("--perplexity", type=float, default=30.0, metavar="P", help="t-SNE perplexity (30)")
+    mp.add_argument("--seed", type=int, default=0, metavar="S", help="sampling and t-SNE seed (0)")
+    mp.add_argument(
+        "--max-points", type=_positive_int, metavar="N", help="sample down to N chunks (pca 20000, tsne 5000)"
+    )
+    mp.add_argument("--out", metavar="DIR", default=".", help="folder for map-<method>.png (default .)")
+
+    rm = sub.add_parser("remove", parents=[common], help="remove documents (files, or every file under folders)")
+    rm.add_argument("paths", nargs="+", metavar="PATH", help="indexed file or folder; need not exist on disk")
+
+    doc = sub.add_parser("doctor", parents=[common], help="check the index for inconsistencies (exit 1 if any)")
+    doc.add_argument("--repair", action="store_true", help="delete orphan rows and rebuild the FAISS file")
+    sub.add_parser("reindex", parents=[common], help="rebuild the FAISS file from the vectors SQLite holds")
+
+    ev = sub.add_parser(
+        "eval",
+        parents=[common],
+        help="score retrieval (and answers) on a BEIR folder or a questions file",
+        description="Score retrieval modes side by side on a BEIR folder (corpus.jsonl, queries.jsonl, "
+        "qrels-SPLIT.tsv) or a QA file (questions.jsonl with 'question' and 'answers', over the docs/ folder next "
+        "to it, or its own folder). The documents are indexed in the cache (once; re-runs reuse it).",
+    )
+    ev.add_argument("target", help="BEIR folder, or questions.jsonl (or the folder holding it)")
+    ev.add_argument("--split", help="BEIR: qrels split (default test); QA: tune (even lines), test (odd), all")
+    choices = [*RETRIEVAL_MODES, "rerank"]
+    ev.add_argument("--retrieval", action="append", choices=choices, help="retrieval mode; repeatable (default all)")
+    ev.add_argument("--mode", dest="retrieval", action="append", choices=choices, help=argparse.SUPPRESS)
+    ev.add_argument(
+        "--limit", type=_positive_int, metavar="N", help="BEIR: the first N queries; QA: N spread evenly over the split"
+    )
+    ev.add_argument("--answers", action="store_true", help="QA: also answer each question and score the answers (slow)")
+    ev.add_argument(
+        "--answer-mode",
+        action="append",
+        metavar="MODE",
+        help="with --answers: quote, auto, generate or extract; repeatable (default: all four, side by side)",
+    )
+    ev.add_argument("--chunk-tokens", type=int, metavar="N", help="chunk size for the evaluation index")
+    ev.add_argument("--chunk-overlap", type=int, metavar="N", help="chunk overlap for the evaluation index")
+    ev.add_argument("--reranker", metavar="M", help="cross-encoder folder; adds a 'rerank' column")
+
+    sub.add_parser("status", parents=[common], help="documents, chunks, models and settings of the index")
+    sub.add_parser("config", parents=[common], help="the effective settings and where models come from")
+    return p

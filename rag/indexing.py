@@ -1,0 +1,149 @@
+"""What ``Index`` does to an index as a whole, outside a folder sync: its embedding model, removal, its status.
+
+An index records the identity of the embedder that made its vectors. Searching with another one is refused
+(its vectors would mean nothing to the stored ones); ingesting with another one re-embeds the stored chunk text
+into a shadow vector set and switches over in one step, so searches keep working meanwhile.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ingest.chunking import Chunker, ChunkerSettings
+from ingest.pipeline import BATCH_CHUNKS, Progress
+from rag.config import Config
+from rag.errors import ConfigError, ModelMismatchError, SourceNotFoundError
+from rag.models.embedder import Embedder
+from rag.models.sources import resolve_embedder
+from rag.storage import vector_sets
+from rag.storage.health import Problem
+from rag.storage.store import Store
+
+
+def embedder_meta(embedder: Embedder) -> dict[str, Any]:
+    """What the index records about the model that made its vectors."""
+    src = embedder.source
+    return {
+        "name": src.name,
+        "identity": src.identity,
+        "dim": embedder.dim,
+        "normalized": True,
+        "max_seq_length": embedder.max_seq_length,
+    }
+
+
+def check_embedder(store: Store, configured: str) -> str | None:
+    """The identity of the configured embedder when it is the one the index was built with (None for an index
+    with no vectors yet); else :class:`ModelMismatchError` saying what to do."""
+    built = store.meta.get("embedder")
+    if not built:
+        return None
+    wanted = resolve_embedder(configured)
+    if wanted.identity == built["identity"]:
+        return wanted.identity
+    if configured == built["name"]:  # same name, other files: an update, or another folder
+        configured = f"{configured} ({wanted.identity}, the index has {built['identity']})"
+    raise ModelMismatchError(
+        f"index {store.directory} was built with embedding model {built['name']!r}, not "
+        f"{configured}; pass the model it was built with (--embed-model or RAG_EMBED_MODEL), "
+        "or re-embed the index with the new model by running `rag ingest` with it"
+    )
+
+
+def chunker(config: Config, embedder: Embedder) -> Chunker:
+    """A chunker cutting ``config``'s chunk size in ``embedder``'s tokens, within what the model reads."""
+    settings = ChunkerSettings(
+        chunk_tokens=config.chunk_tokens, chunk_overlap=config.chunk_overlap, max_tokens=embedder.max_tokens
+    )
+    if settings.chunk_tokens > settings.max_tokens:
+        raise ConfigError(
+            f"--chunk-tokens {settings.chunk_tokens} exceeds what {config.embed_model} reads "
+            f"({settings.max_tokens}); use {settings.max_tokens} or less"
+        )
+    return Chunker(settings, embedder.tokenize)
+
+
+def switch_embedder(store: Store, embedder: Embedder, progress: Callable[[Progress], None] | None) -> int:
+    """Re-embed every stored chunk with ``embedder`` if the index was built with another one; returns how many.
+
+    Call with the writer lock held. An interrupted run resumes after its last committed batch.
+    """
+    built = store.meta.get("embedder")
+    if not built or built["identity"] == embedder.source.identity:
+        return 0
+    started = time.monotonic()
+    vector_sets.begin(store, embedder_meta(embedder))
+    total = store.counts()[1]
+    done = 0
+    while batch := vector_sets.pending(store, BATCH_CHUNKS):
+        ids = [chunk_id for chunk_id, _ in batch]
+        vector_sets.put(store, ids, embedder.embed_documents([text for _, text in batch]))
+        done += len(batch)
+        if progress:
+            progress(Progress(0, 0, done, time.monotonic() - started, f"re-embedding {done}/{total} chunks"))
+    vector_sets.switch(store)
+    return done
+
+
+def embedder_problems(store: Store, configured: str) -> list[Problem]:
+    """``rag doctor``'s findings about the embedding model: a mismatch, or a re-embed left unfinished."""
+    problems = []
+    try:
+        check_embedder(store, configured)
+    except ModelMismatchError as e:
+        problems.append(Problem("embedder-mismatch", str(e), 1))
+    if "embedder_next" in store.meta:
+        name = store.meta["embedder_next"]["name"]
+        problems.append(
+            Problem(
+                "reembed-unfinished",
+                f"re-embedding with {name!r} was interrupted; run `rag ingest` with --embed-model {name} to finish it",
+                1,
+            )
+        )
+    return problems
+
+
+def remove(store: Store, paths: list[str | Path]) -> int:
+    """Remove the documents of these files, or of every file under these folders, in one transaction."""
+    targets: list[str] = []
+    for given in paths:
+        absolute = str(Path(given).expanduser().absolute().resolve())
+        matched = [d.path for d in store.documents(under=absolute)]
+        if store.document(absolute) is not None:
+            matched.append(absolute)
+        if not matched:
+            raise SourceNotFoundError(f"{given} matches no indexed document; see `rag status` for what is indexed")
+        targets.extend(matched)
+    unique = list(dict.fromkeys(targets))
+    with store.transaction() as tx:
+        for path in unique:
+            tx.remove_document(path)
+    store.save_vectors()
+    return len(unique)
+
+
+def status(store: Store, config: Config) -> dict[str, Any]:
+    """What the index holds and was built with, and the generator ``config`` answers with."""
+    docs, chunks = store.counts()
+    kinds: dict[str, int] = {}
+    for d in store.documents():
+        kinds[d.kind] = kinds.get(d.kind, 0) + 1
+    return {
+        "index": str(store.directory.resolve()),
+        "documents": docs,
+        "chunks": chunks,
+        "by_type": kinds,
+        "bytes_on_disk": sum(p.stat().st_size for p in store.directory.iterdir() if p.is_file()),
+        "embedder": store.meta.get("embedder"),
+        "chunker": store.meta.get("chunker"),
+        "vectors": store.meta.get("vectors"),
+        "generator": config.gen_model,
+        "gen_backend": config.gen_backend,
+        "gen_precision": config.gen_precision,
+        "format_version": store.meta.get("format_version"),
+        "generation": store.meta.get("generation"),
+    }

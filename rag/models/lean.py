@@ -1,0 +1,186 @@
+"""A lean decoder for Llama-architecture models (SmolLM2, Llama, ...): the forward pass written out in plain torch.
+
+Why: at 135M parameters a decode step does little arithmetic, so per-token overhead decides the speed.
+transformers' forward builds masks, position tensors, cache objects and output records on every step, and its
+``generate`` adds a processor pipeline around it. Here the weights are fused (q/k/v in one matrix, gate/up in
+another), the KV cache is preallocated once per answer (a static cache: no concatenation per token), decode steps
+need no mask, and the linear layers can be int8 (fbgemm dynamic quantisation: a quarter of fp32's weight traffic,
+which is what bounds a decode step on a CPU). fp32 is the default: it reproduces transformers' greedy tokens
+exactly, while int8 everywhere lost answers (bench/RESULTS.md). "int8-head" quantises only the output projection,
+the largest matrix.
+
+Only plain Llama models qualify (see :func:`supports`); anything else keeps transformers' own forward.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from rag.config import PRECISIONS
+
+
+def supports(model: Any) -> bool:
+    """True when ``model`` is a Llama the lean forward reproduces exactly (default RoPE, no biases)."""
+    cfg = model.config
+    rope = getattr(cfg, "rope_parameters", None) or getattr(cfg, "rope_scaling", None) or {}
+    return (
+        getattr(cfg, "model_type", None) == "llama"
+        and rope.get("rope_type", "default") == "default"
+        and not getattr(cfg, "attention_bias", False)
+        and not getattr(cfg, "mlp_bias", False)
+        and getattr(cfg, "hidden_act", "silu") == "silu"
+    )
+
+
+def _rope_theta(cfg: Any) -> float:
+    rope = getattr(cfg, "rope_parameters", None) or {}
+    return float(rope.get("rope_theta") or getattr(cfg, "rope_theta", 10000.0))
+
+
+def _linear(weight: torch.Tensor, precision: str) -> nn.Module:
+    layer = nn.Linear(weight.shape[1], weight.shape[0], bias=False)
+    layer.weight = nn.Parameter(weight.detach().float().contiguous(), requires_grad=False)
+    if precision == "fp32":
+        return layer
+    import warnings
+
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+    with warnings.catch_warnings():  # torch marks torch.ao deprecated; its int8 kernels are still the fastest here
+        warnings.simplefilter("ignore")
+        # Per-channel scales: one per output row (a per-tensor scale loses more).
+        return quantize_dynamic(nn.Sequential(layer), {nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)[0]
+
+
+class LeanLlama:
+    """The model's weights rearranged for decoding one sequence, plus its preallocated KV cache."""
+
+    def __init__(self, model: Any, precision: str = "int8") -> None:
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision {precision!r}: use one of {', '.join(PRECISIONS)}")
+        cfg = model.config
+        self.precision = precision
+        self.n_heads = cfg.num_attention_heads
+        self.n_kv = cfg.num_key_value_heads
+        self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // self.n_heads
+        self.eps = float(cfg.rms_norm_eps)
+        self.max_positions = int(getattr(cfg, "max_position_embeddings", 2048) or 2048)
+        sd = {k: v.detach().float() for k, v in model.state_dict().items()}
+        self.embed = sd["model.embed_tokens.weight"]
+        self.norm = sd["model.norm.weight"]
+        self.lm_head = _linear(sd.get("lm_head.weight", self.embed), "fp32" if precision == "fp32" else "int8")
+        body = "int8" if precision == "int8" else "fp32"
+        self.layers = []
+        for i in range(cfg.num_hidden_layers):
+            p = f"model.layers.{i}."
+            qkv = torch.cat([sd[p + f"self_attn.{n}_proj.weight"] for n in "qkv"])
+            gate_up = torch.cat([sd[p + "mlp.gate_proj.weight"], sd[p + "mlp.up_proj.weight"]])
+            self.layers.append(
+                (
+                    sd[p + "input_layernorm.weight"],
+                    _linear(qkv, body),
+                    _linear(sd[p + "self_attn.o_proj.weight"], body),
+                    sd[p + "post_attention_layernorm.weight"],
+                    _linear(gate_up, body),
+                    _linear(sd[p + "mlp.down_proj.weight"], body),
+                )
+            )
+        half = self.head_dim // 2
+        self.inv_freq = 1.0 / (_rope_theta(cfg) ** (torch.arange(0, half, dtype=torch.float32) / half))
+        self.cache_k: torch.Tensor | None = None
+        self.cache_v: torch.Tensor | None = None
+
+    def _rms(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * weight
+
+    def _rope(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        freqs = positions.float()[:, None] * self.inv_freq[None, :]
+        emb = torch.cat([freqs, freqs], -1)  # (t, head_dim), HF's layout: halves, not interleaved pairs
+        return emb.cos(), emb.sin()
+
+    @staticmethod
+    def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        x1, x2 = x.chunk(2, dim=-1)
+        return x * cos + torch.cat([-x2, x1], -1) * sin
+
+    def reset(self, max_len: int) -> None:
+        """Allocate (or reuse) a cache for ``max_len`` positions."""
+        shape = (len(self.layers), self.n_kv, max_len, self.head_dim)
+        if self.cache_k is None or self.cache_k.shape[2] < max_len:
+            self.cache_k = torch.zeros(shape)
+            self.cache_v = torch.zeros(shape)
+
+    @torch.inference_mode()
+    def forward(self, ids: list[int], start: int) -> torch.Tensor:
+        """Logits (vocab,) for the position after ``ids``, which sit at positions ``start``.. of the sequence.
+
+        Positions before ``start`` must already be in the cache (from earlier calls).
+        """
+        assert self.cache_k is not None and self.cache_v is not None, "call reset() first"
+        t = len(ids)
+        end = start + t
+        h = self.embed[torch.tensor(ids)]  # (t, hidden)
+        cos, sin = self._rope(torch.arange(start, end))
+        nh, nkv, hd = self.n_heads, self.n_kv, self.head_dim
+        scale = 1.0 / math.sqrt(hd)
+        for i, (ln1, qkv, o, ln2, gate_up, down) in enumerate(self.layers):
+            x = qkv(self._rms(h, ln1))
+            q = x[:, : nh * hd].view(t, nh, hd).transpose(0, 1)
+            k = x[:, nh * hd : (nh + nkv) * hd].view(t, nkv, hd).transpose(0, 1)
+            v = x[:, (nh + nkv) * hd :].view(t, nkv, hd).transpose(0, 1)
+            q = self._rotate(q, cos, sin)
+            self.cache_k[i, :, start:end] = self._rotate(k, cos, sin)
+            self.cache_v[i, :, start:end] = v
+            # With a batch dimension torch takes its fused CPU attention kernel; without one, the unfused
+            # fallback, several times slower (bench/RESULTS.md).
+            q, keys, values = q[None], self.cache_k[i, None, :, :end], self.cache_v[i, None, :, :end]
+            # One new token sees every cached position: no mask. A prompt block needs the causal one, offset by
+            # what the cache already holds.
+            if t == 1:
+                a = F.scaled_dot_product_attention(q, keys, values, scale=scale, enable_gqa=True)
+            elif start == 0:
+                a = F.scaled_dot_product_attention(q, keys, values, is_causal=True, scale=scale, enable_gqa=True)
+            else:
+                mask = torch.ones(t, end, dtype=torch.bool).tril(diagonal=start)
+                a = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=scale, enable_gqa=True)
+            h = h + o(a[0].transpose(0, 1).reshape(t, nh * hd))
+            gu = gate_up(self._rms(h, ln2))
+            g, u = gu.chunk(2, dim=-1)
+            h = h + down(F.silu(g) * u)
+        return self.lm_head(self._rms(h[-1:], self.norm))[0]
+
+
+class PrefixCache:
+    """A :class:`LeanLlama` plus the token ids whose keys and values its cache holds.
+
+    Consecutive prompts share their start (the system prompt, the question's template): only the part after the
+    longest common prefix is computed again.
+    """
+
+    def __init__(self, lean: LeanLlama) -> None:
+        self.lean = lean
+        self.ids: list[int] = []
+
+    def prefill(self, ids: list[int], max_len: int) -> torch.Tensor:
+        """Logits after ``ids``, computing only what the cache does not already hold."""
+        if self.lean.cache_k is None or self.lean.cache_k.shape[2] < max_len:
+            self.lean.reset(max_len)
+            self.ids = []
+        same = 0
+        for a, b in zip(self.ids, ids[:-1], strict=False):  # at least the last token is always recomputed
+            if a != b:
+                break
+            same += 1
+        logits = self.lean.forward(ids[same:], same)
+        self.ids = list(ids)
+        return logits
+
+    def step(self, token: int) -> torch.Tensor:
+        logits = self.lean.forward([token], len(self.ids))
+        self.ids.append(token)
+        return logits
