@@ -10,11 +10,14 @@ import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ingest.encoding import NotText, decode, looks_binary
 
 # Files larger than this are skipped rather than read whole into memory.
 MAX_FILE_BYTES = 64 * 1024 * 1024
+# Extracted text is capped too: a small compressed PDF can inflate to hundreds of megabytes of text.
+MAX_TEXT_CHARS = MAX_FILE_BYTES
 
 MARKDOWN = {".md", ".markdown", ".mdx"}
 RST = {".rst"}
@@ -144,6 +147,8 @@ def load(path: Path, data: bytes | None = None) -> LoadedDocument:
         else:
             doc = LoadedDocument(text, kind, language=CODE.get(path.suffix.lower()))
         doc.encoding = encoding
+    if len(doc.text) > MAX_TEXT_CHARS:
+        raise SkipFile("too-much-text", f"more than {MAX_TEXT_CHARS:,} characters of text")
     if not doc.text.strip():
         raise SkipFile("empty", "no text after extraction" if doc.text else "")
     if not doc.sections:
@@ -283,41 +288,49 @@ def _load_html(markup: str) -> LoadedDocument:
         if length and trailing_newlines < n:
             emit("\n" * (n - trailing_newlines))
 
-    def walk(node: Tag, pre: bool) -> None:
-        for child in node.children:
-            if isinstance(child, PreformattedString):  # comments, doctype, CDATA, processing instructions
-                continue
-            if isinstance(child, NavigableString):
-                s = str(child)
-                if not pre:
-                    s = re.sub(r"\s+", " ", s)
-                    if not length or parts[-1].endswith(("\n", " ")):
-                        s = s.lstrip()
-                if s:
-                    emit(s)
-                continue
-            if not isinstance(child, Tag) or child.name in _HTML_DROP:
-                continue
-            name = child.name
-            if name == "br":
-                emit("\n")
-                continue
-            block = name in _HTML_BLOCK
+    # Depth-first over the tree with an explicit stack: a deeply nested page must not exhaust Python's recursion.
+    end = object()
+    stack: list[tuple[Any, bool, str | None]] = [(iter((soup.body or soup).children), False, None)]
+    while stack:
+        children, pre, closing = stack[-1]
+        child = next(children, end)
+        if child is end:
+            stack.pop()
+            if closing in {"td", "th"}:
+                emit(" ")
+            if closing in _HTML_BLOCK:
+                newline(2 if closing not in {"li", "tr", "dt", "dd"} else 1)
+            continue
+        if isinstance(child, PreformattedString):  # comments, doctype, CDATA, processing instructions
+            continue
+        if isinstance(child, NavigableString):
+            s = str(child)
+            if not pre:
+                s = re.sub(r"\s+", " ", s)
+                if not length or parts[-1].endswith(("\n", " ")):
+                    s = s.lstrip()
+            if s:
+                emit(s)
+            continue
+        if not isinstance(child, Tag) or child.name in _HTML_DROP:
+            continue
+        name = child.name
+        if name == "br":
+            emit("\n")
+            continue
+        block = name in _HTML_BLOCK
+        if block:
+            newline(2 if name not in {"li", "tr", "dt", "dd"} else 1)
+        if name in _HEADING_TAGS:
+            text = child.get_text(" ", strip=True)
+            if text:
+                headings.append((length, _HEADING_TAGS[name], text))
+                emit(text)
             if block:
-                newline(2 if name not in {"li", "tr", "dt", "dd"} else 1)
-            if name in _HEADING_TAGS:
-                text = child.get_text(" ", strip=True)
-                if text:
-                    headings.append((length, _HEADING_TAGS[name], text))
-                    emit(text)
-            else:
-                walk(child, pre or name == "pre")
-                if name in {"td", "th"}:
-                    emit(" ")
-            if block:
-                newline(2 if name not in {"li", "tr", "dt", "dd"} else 1)
+                newline(2)
+        else:
+            stack.append((iter(child.children), pre or name == "pre", name))
 
-    walk(soup.body or soup, pre=False)
     text = "".join(parts)
     if title is None and headings:
         title = headings[0][2]
@@ -352,6 +365,8 @@ def _load_pdf(data: bytes) -> LoadedDocument:
             parts.append(page_text)
             sections.append(Section(pos, pos + len(page_text), None, number))
             pos += len(page_text)
+            if pos > MAX_TEXT_CHARS:  # stop extracting: the rest would only be thrown away
+                raise SkipFile("too-much-text", f"more than {MAX_TEXT_CHARS:,} characters of text")
         title = (reader.metadata.title if reader.metadata else None) or None
     except SkipFile:
         raise

@@ -6,12 +6,10 @@ transaction: an interrupted run keeps every finished batch and nothing of the un
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import os
-import stat
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -19,7 +17,8 @@ from typing import TYPE_CHECKING, Protocol
 
 from ingest.chunking import Chunker
 from ingest.loaders import MAX_FILE_BYTES, SkipFile, kind_of, load
-from ingest.records import Chunk, DocumentInfo
+from ingest.records import Chunk, DocumentInfo, SkippedFile
+from ingest.walk import Listing, Skip, check, list_folder, read
 
 if TYPE_CHECKING:
     import numpy as np
@@ -55,13 +54,6 @@ BATCH_FILES = 64
 # Readers load the FAISS file of the last saved generation (else rebuild it from SQLite): during a long ingest,
 # save it this often so they stay fast.
 SAVE_EVERY_S = 30.0
-
-
-@dataclass(frozen=True)
-class SkippedFile:
-    path: str
-    reason: str  # short stable label: binary, empty, unsupported, pdf-encrypted, ...
-    detail: str = ""
 
 
 @dataclass
@@ -103,18 +95,6 @@ class Progress:
     path: str | None = None
 
 
-def walk(folder: Path) -> Iterator[Path]:
-    """Files below ``folder`` in a stable order; hidden files and folders (.git, .rag, ...) are left out.
-
-    Symlinked folders are not followed (no loops); symlinked files are yielded and resolved by the reader.
-    """
-    for root, dirs, files in os.walk(folder, followlinks=False):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(files):
-            if not name.startswith("."):
-                yield Path(root) / name
-
-
 @dataclass
 class _Pending:
     info: DocumentInfo
@@ -143,8 +123,11 @@ def sync(
     folder = folder.resolve()
     report = IngestReport(folder=str(folder))
     settings_key = chunker.settings.key()
-    files = list(walk(folder))
+    listing = list_folder(folder)
+    files = listing.files
+    report.skipped.extend(listing.skipped)
     seen: set[str] = set()
+    outside: list[str] = []  # files that now link out of the folder: their old text is dropped
     pending: list[_Pending] = []
     moved_to: dict[str, str] = {}  # old path -> new path, for twins found again later in this run
     last_save = time.monotonic()
@@ -216,15 +199,11 @@ def sync(
         tick(key)
         done += 1
         try:
-            st = path.stat()  # follows symlinks
-        except OSError as e:
-            reason = "broken-symlink" if path.is_symlink() else "unreadable"
-            if e.errno == errno.ELOOP:
-                reason = "symlink-loop"
-            report.skipped.append(SkippedFile(key, reason, e.strerror or ""))
-            continue
-        if not stat.S_ISREG(st.st_mode):
-            report.skipped.append(SkippedFile(key, "special-file"))
+            st = check(path, folder)
+        except Skip as e:
+            report.skipped.append(SkippedFile(key, e.reason, e.detail))
+            if e.reason == "outside-folder":
+                outside.append(key)
             continue
         if kind_of(path) is None:
             report.skipped.append(SkippedFile(key, "unsupported", path.suffix or "no extension"))
@@ -238,10 +217,9 @@ def sync(
             report.unchanged += 1
             continue
         try:
-            data = path.read_bytes()
-        except OSError as e:
-            reason = "permission-denied" if isinstance(e, PermissionError) else "unreadable"
-            report.skipped.append(SkippedFile(key, reason, e.strerror or ""))
+            data = read(path, MAX_FILE_BYTES)
+        except Skip as e:
+            report.skipped.append(SkippedFile(key, e.reason, e.detail))
             continue
         digest = hashlib.sha256(data).hexdigest()
         if old and same_settings and old.content_hash == digest:  # touched, not changed
@@ -272,7 +250,7 @@ def sync(
     flush()
 
     if delete:
-        gone = [d.path for d in store.documents(under=str(folder)) if d.path not in seen]
+        gone = [*outside, *(d.path for d in store.documents(under=str(folder)) if _gone(d.path, seen, listing))]
         if gone:
             with store.transaction() as tx:
                 for path_str in gone:
@@ -281,3 +259,10 @@ def sync(
     tick()
     report.seconds = time.monotonic() - started
     return report
+
+
+def _gone(path: str, seen: set[str], listing: Listing) -> bool:
+    """A document's file is gone only when the walk did not meet it, it is not under a folder that could not be
+    listed, and nothing exists at its path (a hidden or symlinked folder's files, indexed as folders of their
+    own, are still there)."""
+    return path not in seen and not listing.covers_unlisted(path) and not os.path.lexists(path)

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# What a document can be, by the loader that read it.
+KINDS = ("text", "markdown", "rst", "html", "pdf", "code")
+
 
 @dataclass(frozen=True)
 class DocumentInfo:
@@ -33,3 +36,12 @@ class Chunk:
     token_count: int
     page: int | None = None
     heading: str | None = None
+
+
+@dataclass(frozen=True)
+class SkippedFile:
+    """A file (or folder) an ingest passed over, and why; nothing indexed for it before is lost."""
+
+    path: str
+    reason: str  # short stable label: binary, empty, unsupported, pdf-encrypted, outside-folder, ...
+    detail: str = ""

@@ -16,7 +16,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ingest.pipeline import IngestReport, Progress, SkippedFile
+    from ingest.pipeline import IngestReport, Progress
+    from ingest.records import SkippedFile
     from rag.answer.pipeline import AnswerStream
     from rag.answer.support import Support
     from rag.api import Index
@@ -24,8 +25,10 @@ if TYPE_CHECKING:
     from rag.errors import (
         ConfigError,
         IndexBusyError,
+        IndexClosedError,
         IndexFormatError,
         IndexNotFoundError,
+        IndexWriteError,
         ModelMismatchError,
         ModelNotFoundError,
         RagError,
@@ -52,8 +55,10 @@ _EXPORTS = {
     "Hit": "rag.types",
     "Index": "rag.api",
     "IndexBusyError": "rag.errors",
+    "IndexClosedError": "rag.errors",
     "IndexFormatError": "rag.errors",
     "IndexNotFoundError": "rag.errors",
+    "IndexWriteError": "rag.errors",
     "IngestReport": "ingest.pipeline",
     "ModelMismatchError": "rag.errors",
     "ModelNotFoundError": "rag.errors",
@@ -61,7 +66,7 @@ _EXPORTS = {
     "Progress": "ingest.pipeline",
     "RagError": "rag.errors",
     "Retrieval": "rag.retrieval.retrieve",
-    "SkippedFile": "ingest.pipeline",
+    "SkippedFile": "ingest.records",
     "SourceNotFoundError": "rag.errors",
     "Support": "rag.answer.support",
     "embedding_map": "rag.tools.embedding_map",
@@ -81,8 +86,10 @@ __all__ = [
     "Hit",
     "Index",
     "IndexBusyError",
+    "IndexClosedError",
     "IndexFormatError",
     "IndexNotFoundError",
+    "IndexWriteError",
     "IngestReport",
     "ModelMismatchError",
     "ModelNotFoundError",

@@ -18,19 +18,23 @@ from rag.answer.modes import check_mode, mode_decoding
 from rag.answer.pipeline import Answerer, AnswerStream, answer
 from rag.answer.similarity import SentenceSimilarity
 from rag.config import Config
-from rag.errors import ConfigError, SourceNotFoundError
+from rag.errors import ConfigError, IndexClosedError, SourceNotFoundError
 from rag.models.decoding import Decoding
 from rag.models.embedder import Embedder
 from rag.models.generator import Generator
 from rag.models.sources import resolve_embedder, resolve_generator
 from rag.retrieval.retrieve import Fusion, Retrieval, retrieve
-from rag.storage import health
+from rag.storage import failures, health
 from rag.storage.health import Problem
 from rag.storage.store import Store
 from rag.types import Answer, Filters, Hit
 
 if TYPE_CHECKING:
     from rag.models.reranker import Reranker
+
+# Longer questions are refused: the embedder reads 256 tokens of them anyway, and a long one would crowd the
+# sources out of the prompt (the answer pipeline also refuses one that takes half the prompt budget).
+MAX_QUESTION_CHARS = 4000
 
 
 class Index:
@@ -43,9 +47,15 @@ class Index:
     """
 
     def __init__(self, store: Store, config: Config) -> None:
-        self.store = store
+        self._store: Store | None = store
         self.config = config
         self._accepted_identity: str | None = None  # the index's embedder, once checked against the config
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            raise IndexClosedError("this Index was closed; open it again with Index.open(...)")
+        return self._store
 
     @classmethod
     def open(cls, path: str | Path | None = None, *, config: Config | None = None, create: bool = False) -> Index:
@@ -60,7 +70,11 @@ class Index:
         return cls(Store.open(directory, create=create), config)
 
     def close(self) -> None:
-        self.store.close()
+        """Release the database; later calls raise :class:`~rag.errors.IndexClosedError`. Models stay loaded
+        until the object is dropped."""
+        if self._store is not None:
+            self._store.close()
+            self._store = None
 
     def __enter__(self) -> Index:
         return self
@@ -119,6 +133,8 @@ class Index:
             what = "is not a folder" if folder.exists() else "does not exist"
             raise SourceNotFoundError(f"{folder} {what}; give the folder of documents to index")
         chunker = indexing.chunker(self.config, self.embedder)
+        if (damage := self.store.integrity()) is not None:
+            raise failures.damaged(self.store.directory, damage)
         with self.store.writing():
             reembedded = indexing.switch_embedder(self.store, self.embedder, progress)
             if self.store.meta.get("chunker") != chunker.settings.as_dict() or "embedder" not in self.store.meta:
@@ -144,6 +160,8 @@ class Index:
         Returns what is wrong (an empty list when healthy). With ``repair``, orphan rows are deleted and the FAISS
         file rebuilt from SQLite first, and what remains is returned.
         """
+        if self.store.integrity() is not None:  # a damaged database: say so, repair nothing
+            return health.check(self.store)
         if repair:
             health.repair(self.store)
         elif self.store.dim is not None:
@@ -197,8 +215,7 @@ class Index:
         configured one, off). ``rerank``: use the configured cross-encoder, if any. ``Hit.score`` is the cosine
         (dense), BM25 score (bm25), fused RRF score (hybrid) or the cross-encoder score (reranked).
         """
-        if not query.strip():
-            raise ConfigError("the question is empty; ask something")
+        _check_question(query)
         if self.store.dim is not None:
             self.store.refresh()
             self._check_embedder()
@@ -207,7 +224,7 @@ class Index:
             self.store,
             self.embedder,
             query,
-            k or c.sources_k,
+            c.sources_k if k is None else k,
             retrieval=retrieval or c.retrieval,
             filters=filters,
             mmr=mmr if mmr is not None else c.mmr,
@@ -272,7 +289,7 @@ class Index:
         settings = {
             "answer_mode": answer_mode,
             "decoding": decoding.as_dict(),
-            "sources_k": k or c.sources_k,
+            "sources_k": c.sources_k if k is None else k,
             "retrieval": retrieval or c.retrieval,
             "filters": filters.as_dict() if filters else None,
             "min_score": c.min_score,
@@ -283,6 +300,19 @@ class Index:
         }
         timings = {"retrieve_s": time.perf_counter() - started}
         return answer(self.answerer, question, hits, answer_mode, decoding, settings, timings)
+
+
+def _check_question(text: object) -> None:
+    if not isinstance(text, str):
+        raise ConfigError(f"the question must be text (str), not {type(text).__name__}")
+    if not text.strip():
+        raise ConfigError("the question is empty; ask something")
+    if not any(ch.isalnum() for ch in text):
+        raise ConfigError(f"the question {text.strip()[:40]!r} has no words; ask something")
+    if len(text) > MAX_QUESTION_CHARS:
+        raise ConfigError(
+            f"the question is {len(text):,} characters long, the limit is {MAX_QUESTION_CHARS:,}; shorten it"
+        )
 
 
 def config_report(config: Config) -> dict[str, Any]:

@@ -7,6 +7,7 @@ offline with the bundled models.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -181,7 +182,10 @@ def _coerce(name: str, value: Any, type_name: Any, source: str) -> Any:
         if kind == "int":
             return int(value)
         if kind == "float":
-            return float(value)
+            number = float(value)
+            if not math.isfinite(number):
+                raise ValueError(value)
+            return number
         return str(value)
     except (TypeError, ValueError):
         raise ConfigError(f"{source}: {value!r} is not a valid {kind} for {name}") from None

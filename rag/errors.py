@@ -31,3 +31,11 @@ class SourceNotFoundError(RagError):
 
 class IndexBusyError(RagError):
     """Another process is writing to the index (one writer at a time; readers are never blocked)."""
+
+
+class IndexWriteError(RagError):
+    """The index cannot be written: the disk is full, or its directory is read-only or not a directory."""
+
+
+class IndexClosedError(RagError):
+    """The :class:`~rag.api.Index` was closed; open it again with ``Index.open``."""

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ingest.records import Chunk
+from ingest.records import KINDS, Chunk
+from rag.errors import ConfigError
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -85,6 +87,14 @@ class Filters:
     path: str | None = None
     kinds: tuple[str, ...] = ()
     modified_since: float | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.kinds, str) or not all(isinstance(k, str) for k in self.kinds):
+            raise ConfigError(f"Filters(kinds={self.kinds!r}): give a tuple of kinds, e.g. kinds=('pdf',)")
+        if unknown := [k for k in self.kinds if k not in KINDS]:
+            raise ConfigError(f"kind {unknown[0]!r} is not one of {', '.join(KINDS)}")
+        if self.modified_since is not None and not math.isfinite(self.modified_since):
+            raise ConfigError(f"modified_since={self.modified_since}: give a finite time (Unix seconds)")
 
     def active(self) -> bool:
         return self.path is not None or bool(self.kinds) or self.modified_since is not None

@@ -6,7 +6,7 @@ import pytest
 
 from ingest.chunking import Chunker, ChunkerSettings
 from ingest.loaders import LoadedDocument, Section, SkipFile, load
-from ingest.pipeline import walk
+from ingest.walk import list_folder
 from rag.config import BUNDLED_EMBEDDER
 from rag.models.embedder import Embedder
 from rag.models.sources import resolve_embedder
@@ -42,7 +42,7 @@ def test_model_limits_come_from_the_model_folder(embedder: Embedder) -> None:
 
 def test_sample_docs_chunks(chunker: Chunker, embedder: Embedder) -> None:
     total = 0
-    for path in walk(SAMPLE_DOCS):
+    for path in list_folder(SAMPLE_DOCS).files:
         if path.suffix == ".jsonl":
             continue
         total += check_document(load(path), chunker, embedder)
@@ -72,7 +72,7 @@ def test_docs_mixed_sample(chunker: Chunker, embedder: Embedder) -> None:
     folder = SHARED_EVAL / "docs-mixed"
     if not folder.is_dir():
         pytest.skip(f"{folder} not present")
-    files = [p for p in walk(folder) if p.stat().st_size < 1_500_000 and p.suffix != ".tsv"]
+    files = [p for p in list_folder(folder).files if p.stat().st_size < 1_500_000 and p.suffix != ".tsv"]
     sample = files[:: max(1, len(files) // 45)]
     checked = 0
     for path in sample:

@@ -25,7 +25,7 @@ from rag.answer.modes import (
     quote_constraint,
     trim,
 )
-from rag.answer.prompt import PackedPrompt, focus, pack
+from rag.answer.prompt import PackedPrompt, build_messages, focus, pack
 from rag.answer.similarity import SentenceSimilarity
 from rag.answer.support import check, is_supported
 from rag.answer.text import citations
@@ -65,6 +65,11 @@ def prepare(
     if budget < 128:
         raise ConfigError(
             f"--max-new-tokens {max_new_tokens} leaves no room for sources in a {window}-token context; lower it"
+        )
+    asked = gen.count(build_messages(question, [], system=PROMPTS[answer_mode]))
+    if asked > budget // 2:
+        raise ConfigError(
+            f"the question takes {asked} of the prompt's {budget} tokens, leaving too little for sources; shorten it"
         )
     excerpts = None
     if answerer.focus_sentences:

@@ -36,7 +36,9 @@ class PackedPrompt:
 
 
 def source_label(hit: Hit) -> str:
-    return f"{Path(hit.path).name} ({hit.location()})"
+    """``file (location)``: the header of a source block, as inert as its text (names and headings are the
+    document's words too)."""
+    return defuse(f"{Path(hit.path).name} ({hit.location()})".replace("\n", " ").replace("\r", " "))
 
 
 # Chat-template control tokens (<|im_start|>, <|endoftext|>, [INST], <<SYS>>, ...) written inside a document
@@ -48,7 +50,8 @@ _HEADER = re.compile(r"^\[(\d+)\]", re.MULTILINE)
 
 
 def defuse(text: str) -> str:
-    """Source text made inert: it stays readable but cannot act as prompt structure."""
+    """Document-derived text made inert (body, heading, file name, page label): it stays readable but cannot act
+    as prompt structure. Everything from a document passes through here on its way into a prompt."""
     text = _CONTROL.sub(lambda m: "(" + next(g for g in m.groups() if g) + ")" if any(m.groups()) else "(s)", text)
     return _HEADER.sub(r"(\1)", text)
 

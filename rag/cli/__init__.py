@@ -36,6 +36,10 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `rag search ... | head`
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as e:  # an output folder that cannot be written, a file that vanished mid-command
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"rag {args.command}: {where}{e.strerror or e}; check the path and its permissions", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from rag.cli.output import (
     EvalProgress,
     ProgressLine,
+    clean,
     dump,
     print_eval,
     print_report,
@@ -95,8 +96,8 @@ def _cmd_search(args: argparse.Namespace) -> int:
     for h in hits:
         snippet = " ".join(h.text.split())
         snippet = snippet[:200] + ("…" if len(snippet) > 200 else "")
-        print(f"{h.rank:>2}. {h.score:.3f}  {show(h.path)} · {h.location()}")
-        print(f"    {snippet}")
+        print(f"{h.rank:>2}. {h.score:.3f}  {show(h.path)} · {clean(h.location(), lines=False)}")
+        print(f"    {clean(snippet)}")
     return 0
 
 
@@ -125,7 +126,7 @@ def _cmd_ask(args: argparse.Namespace) -> int:
         for piece in stream:
             streamed.append(piece)
             if stream_to_terminal:
-                sys.stdout.write(piece)
+                sys.stdout.write(clean(piece))
                 sys.stdout.flush()
         answer = stream.answer
     if args.json:
@@ -135,15 +136,15 @@ def _cmd_ask(args: argparse.Namespace) -> int:
         print()
         if "".join(streamed).strip() != answer.text:  # auto mode replaced an unsupported answer
             print(f"(not supported by the sources; {'quoting them' if answer.answered else 'no answer'} instead)")
-            print(answer.text)
+            print(clean(answer.text))
     else:
-        print(answer.text)
+        print(clean(answer.text))
     print_support(answer)
     if answer.sources:
         print("\nSources:")
         for n, h in enumerate(answer.sources, start=1):
             mark = "*" if n in answer.cited else " "
-            print(f" {mark}[{n}] {show(h.path)} · {h.location()} · score {h.score:.3f}")
+            print(f" {mark}[{n}] {show(h.path)} · {clean(h.location(), lines=False)} · score {h.score:.3f}")
     if not args.quiet and sys.stderr.isatty() and answer.answered:
         t = answer.timings
         print(
@@ -188,7 +189,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     if args.json:
         dump({**e.as_dict(), "files": files})
         return 0
-    print("\n".join(render(e, layer=layer, show_prompt=not args.no_prompt)))
+    print("\n".join(clean(line) for line in render(e, layer=layer, show_prompt=not args.no_prompt)))
     if files:
         print("\nwrote " + ", ".join(files))
     return 0
@@ -279,7 +280,7 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
         dump({"ok": not problems, "repaired": args.repair, "problems": [vars(p) for p in problems]})
     elif problems:
         for p in problems:
-            print(f"{p.kind}: {p.detail}")
+            print(f"{p.kind}: {clean(p.detail)}")
         if not args.repair:
             print("run `rag doctor --repair` to fix what can be fixed")
     else:

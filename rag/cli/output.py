@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -13,12 +15,23 @@ if TYPE_CHECKING:
     from rag.tools.evaluate import EvalReport
 
 
+# Control characters from documents and file names (ANSI escapes, a newline in a name) are shown escaped on a
+# terminal, so they can neither restyle it nor fake an output line; --json keeps the text exact.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_CONTROL_OR_NEWLINE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+
+
+def clean(text: str, *, lines: bool = True) -> str:
+    """``text`` with control characters escaped (``\x1b``); newlines kept when ``lines``."""
+    pattern = _CONTROL if lines else _CONTROL_OR_NEWLINE
+    return pattern.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
 def show(path: str) -> str:
-    """A path relative to the working directory when it lies below it."""
-    try:
-        return str(Path(path).relative_to(Path.cwd()))
-    except ValueError:
-        return path
+    """A path for a terminal line: relative to the working directory when it lies below it, escaped."""
+    with contextlib.suppress(ValueError):  # not below the working directory
+        path = str(Path(path).relative_to(Path.cwd()))
+    return clean(path, lines=False)
 
 
 def dump(data: Any) -> None:
@@ -95,7 +108,7 @@ def print_report(r: IngestReport, docs: int, chunks: int) -> None:
     if r.skipped:
         print("skipped: " + ", ".join(f"{n} {reason}" for reason, n in r.skipped_by_reason().items()))
         for s in r.skipped[:20]:
-            print(f"  {show(s.path)}: {s.reason}{' (' + s.detail + ')' if s.detail else ''}")
+            print(f"  {show(s.path)}: {s.reason}{' (' + clean(s.detail, lines=False) + ')' if s.detail else ''}")
         if len(r.skipped) > 20:
             print(f"  ... and {len(r.skipped) - 20} more (--json lists all)")
 
@@ -111,9 +124,9 @@ def print_support(answer: Any) -> None:
         quote = " ".join(s.quote.split())
         quote = quote[:300] + ("…" if len(quote) > 300 else "")
         if s.supported:
-            print(f'  > "{quote}"\n    {where}')
+            print(f'  > "{clean(quote)}"\n    {where}')
         else:
-            print(f'  ! unsupported: "{s.claim}"; closest source text: "{quote}"\n    {where}')
+            print(f'  ! unsupported: "{clean(s.claim)}"; closest source text: "{clean(quote)}"\n    {where}')
 
 
 def print_eval(r: EvalReport) -> None:

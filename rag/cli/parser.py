@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import time
 
 from rag.config import RETRIEVAL_MODES
@@ -15,6 +16,14 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _number(text: str) -> float:
+    """A finite float: nan and inf are refused as usage errors."""
+    value = float(text)  # a ValueError becomes argparse's "invalid _number value" usage error
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text} is not a finite number")
+    return value
+
+
 def _since(text: str) -> float:
     """Unix seconds, an ISO date/time (2024-05-01, 2024-05-01T12:00), or an age: 30m, 12h, 7d."""
     from datetime import datetime
@@ -22,9 +31,9 @@ def _since(text: str) -> float:
     units = {"m": 60, "h": 3600, "d": 86400}
     try:
         if text[-1:] in units and text[:-1].replace(".", "", 1).isdigit():
-            return time.time() - float(text[:-1]) * units[text[-1]]
+            return time.time() - _number(text[:-1]) * units[text[-1]]
         try:
-            return float(text)
+            return _number(text)
         except ValueError:
             return datetime.fromisoformat(text).timestamp()
     except ValueError:
@@ -39,7 +48,7 @@ def _retrieval_options() -> argparse.ArgumentParser:
     g.add_argument("--path", metavar="GLOB", help="only files matching GLOB (e.g. '*.md', 'docs/*')")
     g.add_argument("--kind", action="append", metavar="KIND", help="only these types: text markdown rst html pdf code")
     g.add_argument("--since", type=_since, metavar="WHEN", help="only files modified since (2024-05-01, 7d, 12h)")
-    g.add_argument("--mmr", type=float, metavar="LAMBDA", help="diversify results (1: relevance only, 0.5: balanced)")
+    g.add_argument("--mmr", type=_number, metavar="LAMBDA", help="diversify results (1: relevance only, 0.5: balanced)")
     g.add_argument("--reranker", metavar="M", help="cross-encoder folder to rerank with (none is bundled)")
     return r
 
@@ -87,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     se = sub.add_parser("search", parents=[common, retrieval], help="show the chunks that best match a query")
     se.add_argument("query")
     se.add_argument("-k", type=_positive_int, metavar="N", help="how many results (default 5)")
-    se.add_argument("--min-score", type=float, metavar="S", help="leave out results below this cosine (any mode)")
+    se.add_argument("--min-score", type=_number, metavar="S", help="leave out results below this cosine (any mode)")
 
     ask = sub.add_parser("ask", parents=[common, retrieval], help="answer a question from the indexed documents")
     ask.add_argument("question")
@@ -101,11 +110,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     d = ask.add_argument_group("decoding (default: greedy)")
     d.add_argument("--max-new-tokens", type=int, default=128, metavar="N", help="answer length limit (128)")
-    d.add_argument("--temperature", type=float, default=0.0, metavar="T", help="> 0 samples (0: greedy)")
+    d.add_argument("--temperature", type=_number, default=0.0, metavar="T", help="> 0 samples (0: greedy)")
     d.add_argument("--top-k", type=int, metavar="K", help="sample from the K most likely tokens")
-    d.add_argument("--top-p", type=float, metavar="P", help="sample from the smallest set reaching probability P")
+    d.add_argument("--top-p", type=_number, metavar="P", help="sample from the smallest set reaching probability P")
     d.add_argument("--num-beams", type=int, default=1, metavar="N", help="beam search width (no streaming)")
-    d.add_argument("--repetition-penalty", type=float, default=1.0, metavar="R", help="> 1 discourages repeats")
+    d.add_argument("--repetition-penalty", type=_number, default=1.0, metavar="R", help="> 1 discourages repeats")
     d.add_argument("--no-repeat-ngram-size", type=int, default=0, metavar="N", help="forbid repeated n-grams")
     d.add_argument("--seed", type=int, metavar="S", help="random seed for sampling")
 
@@ -132,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     mp.add_argument("--query", metavar="Q", help="place this query and ring its top-k chunks")
     mp.add_argument("-k", type=_positive_int, metavar="N", help="hits to ring (default 5)")
     mp.add_argument("--method", choices=["pca", "tsne"], default="pca", help="projection (default pca)")
-    mp.add_argument("--perplexity", type=float, default=30.0, metavar="P", help="t-SNE perplexity (30)")
+    mp.add_argument("--perplexity", type=_number, default=30.0, metavar="P", help="t-SNE perplexity (30)")
     mp.add_argument("--seed", type=int, default=0, metavar="S", help="sampling and t-SNE seed (0)")
     mp.add_argument(
         "--max-points", type=_positive_int, metavar="N", help="sample down to N chunks (pca 20000, tsne 5000)"

@@ -8,6 +8,7 @@ strings, streaming text) the same way for all of them. Only beam search goes thr
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Generator as PyGenerator
 from collections.abc import Sequence
@@ -40,6 +41,13 @@ class Decoding:
         def bad(flag: str, why: str) -> ConfigError:
             return ConfigError(f"--{flag}: {why}")
 
+        for flag, value in (
+            ("temperature", self.temperature),
+            ("top-p", self.top_p),
+            ("repetition-penalty", self.repetition_penalty),
+        ):
+            if value is not None and not math.isfinite(value):
+                raise bad(flag, f"{value} is not a number")
         if self.max_new_tokens < 1:
             raise bad("max-new-tokens", "must be at least 1")
         if self.temperature < 0:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from rag.config import BACKENDS, PRECISIONS
-from rag.errors import ConfigError
+from rag.errors import ConfigError, ModelNotFoundError
 from rag.models.decoding import Decoding, DecodingSession, GenerationStats, decode
 from rag.models.sources import GeneratorSource, prepare_hub_access
 
@@ -82,9 +82,16 @@ class Generator:
         else:
             location, extra, self.loaded_from = self.source.location, {}, "folder"
         local = self.source.local
-        with _quiet_gguf_conversion():
-            tokenizer = AutoTokenizer.from_pretrained(location, local_files_only=local, **extra)
-            model = AutoModelForCausalLM.from_pretrained(location, local_files_only=local, dtype="auto", **extra)
+        try:
+            with _quiet_gguf_conversion():
+                tokenizer = AutoTokenizer.from_pretrained(location, local_files_only=local, **extra)
+                model = AutoModelForCausalLM.from_pretrained(location, local_files_only=local, dtype="auto", **extra)
+        except Exception as e:  # not a model (a file that is not GGUF, a folder of something else), or damaged
+            detail = f"{type(e).__name__}: {e}".splitlines()[0][:160]
+            raise ModelNotFoundError(
+                f"generator {self.source.name!r} could not be loaded ({detail}); give a causal-LM folder, a .gguf "
+                "file or a hub id with --gen-model / RAG_GEN_MODEL"
+            ) from None
         model.eval()
         if self.loaded_from == "gguf" and cache is not None:
             _save_converted(model, tokenizer, cache)

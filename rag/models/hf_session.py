@@ -7,6 +7,7 @@ them (mean over heads, per layer) and, for the first steps, the raw logits thems
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -29,31 +30,35 @@ class TransformersSession:
         self.logits: list[torch.Tensor] = []
 
     def prefill(self, ids: list[int], max_len: int) -> torch.Tensor:
-        import torch
-
         self.attention, self.logits, self._past = [], [], None
         if not self.record:
             return self._forward(ids)
         # Attention is recorded for the last prompt token only: all of the prompt's rows would be
         # layers x heads x prompt x prompt floats.
         if len(ids) > 1:
-            with torch.inference_mode():
-                self._past = self.model(input_ids=torch.tensor([ids[:-1]]), use_cache=True).past_key_values
+            self._forward(ids[:-1], record=False)
         return self._forward(ids[-1:])
 
     def step(self, token: int) -> torch.Tensor:
         return self._forward([token])
 
-    def _forward(self, ids: list[int]) -> torch.Tensor:
+    def _forward(self, ids: list[int], record: bool | None = None) -> torch.Tensor:
         import torch
 
-        with torch.inference_mode():
+        record = self.record if record is None else record
+        # transformers is renaming ``past_key_values``; its warning would interleave with our output on stderr.
+        with torch.inference_mode(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
             out = self.model(
-                input_ids=torch.tensor([ids]), past_key_values=self._past, use_cache=True, output_attentions=self.record
+                input_ids=torch.tensor([ids]),
+                past_key_values=self._past,
+                use_cache=True,
+                output_attentions=record,
+                logits_to_keep=1,  # the next token's only: a whole prompt's would be prompt x vocabulary floats
             )
         self._past = out.past_key_values
         logits = out.logits[0, -1].float()
-        if self.record:
+        if record:
             # [layers, heads, 1, positions] -> [layers, positions], mean over heads
             self.attention.append(torch.stack([a[0, :, -1, :] for a in out.attentions]).float().mean(dim=1).numpy())
             if len(self.logits) < self.keep_logits:

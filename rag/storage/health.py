@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import delete, func, select, text
 from sqlalchemy.orm import Session
 
+from rag.errors import IndexWriteError
 from rag.storage.meta import bump_generation
 from rag.storage.schema import ChunkRow, DocumentRow, VectorRow
 from rag.storage.vectors import VectorIndex
@@ -28,6 +29,14 @@ class Problem:
 
 def check(store: Store) -> list[Problem]:
     """Everything that is inconsistent in the index; an empty list means healthy."""
+    damage = store.integrity()
+    if damage is not None:  # nothing else can be trusted, or even read
+        detail = (
+            f"SQLite's quick check failed: {damage}. Rebuild the index from its folders (move "
+            f"{store.directory} away, then `rag ingest FOLDER`); the stored vectors may still be read with "
+            "`sqlite3 index.db .recover` if the folders are gone"
+        )
+        return [Problem("database-damaged", detail, 1)]
     store.refresh()
     problems: list[Problem] = []
     with Session(store.engine) as s:
@@ -73,9 +82,13 @@ def check(store: Store) -> list[Problem]:
     try:
         with store.engine.connect() as conn:  # FTS5 compares its index with the chunks table itself
             conn.execute(text("INSERT INTO chunks_fts(chunks_fts, rank) VALUES ('integrity-check', 1)"))
+    except IndexWriteError:  # the check writes: on a read-only index (or a full disk) it cannot run
+        pass
     except Exception as e:  # sqlalchemy DatabaseError: "database disk image is malformed"
-        problems.append(Problem("fts-out-of-sync", f"the BM25 index disagrees with the chunks ({e.orig})", 1))
-    if dim is not None:
+        problems.append(
+            Problem("fts-out-of-sync", f"the BM25 index disagrees with the chunks ({getattr(e, 'orig', e)})", 1)
+        )
+    if dim is not None and not store.writer_elsewhere():  # a writer saves its FAISS file when it is done
         problems.extend(_check_faiss(store))
     return problems
 

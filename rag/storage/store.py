@@ -10,6 +10,8 @@ prompts: it keeps what it is given.
 from __future__ import annotations
 
 import json
+import os
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,8 +23,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from ingest.records import DocumentInfo
-from rag.errors import IndexBusyError, IndexFormatError, IndexNotFoundError
-from rag.storage import fts, migrate, vector_table
+from rag.errors import IndexBusyError, IndexFormatError, IndexNotFoundError, IndexWriteError, RagError
+from rag.storage import failures, fts, migrate, vector_table
 from rag.storage.lock import WriterLock
 from rag.storage.meta import bump_generation, read_meta
 from rag.storage.schema import (
@@ -39,14 +41,43 @@ from rag.storage.vectors import ANN_MIN_VECTORS, VectorIndex
 from rag.types import Filters, StoredChunk
 
 
-def _engine(db: Path) -> Engine:
-    engine = create_engine(f"sqlite:///{db}", connect_args={"timeout": 30})
+def _connect(db: Path) -> Engine:
+    """An engine on ``db``; read-only when the disk is too full for SQLite to create its WAL files, so that
+    searching still works (and any write says the disk is full)."""
+    engine = _engine(db)
+    try:
+        with engine.connect() as conn:
+            conn.exec_driver_sql("SELECT count(*) FROM sqlite_master")
+    except IndexWriteError:
+        if not failures.no_space(db.parent):
+            raise
+        engine.dispose()
+        engine = _engine(db, writable=False)
+    return engine
+
+
+def _engine(db: Path, writable: bool | None = None) -> Engine:
+    # A directory this process cannot write to (a shared, read-only index) is opened read-only and immutable:
+    # WAL readers otherwise need to create the -shm file next to the database.
+    writable = os.access(db.parent, os.W_OK) if writable is None else writable
+    url = f"sqlite:///{db}"
+    if not writable:  # immutable only when no write-ahead log is left over (it would then be ignored)
+        wal = Path(f"{db}-wal")
+        url = f"sqlite:///file:{db}?mode=ro&uri=true" + ("" if wal.is_file() and wal.stat().st_size else "&immutable=1")
+    engine = create_engine(url, connect_args={"timeout": 30})
+
+    @event.listens_for(engine, "handle_error")
+    def _typed(context) -> None:  # type: ignore[no-untyped-def]
+        typed = failures.translate(db.parent, context.original_exception)
+        if typed is not None:
+            raise typed from None
 
     @event.listens_for(engine, "connect")
     def _pragmas(conn, _record) -> None:  # type: ignore[no-untyped-def]
         cur = conn.cursor()
         # WAL: readers keep reading the last committed state while a writer works.
-        cur.execute("PRAGMA journal_mode=WAL")
+        if writable:
+            cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA busy_timeout=30000")
@@ -82,16 +113,8 @@ class Store:
                 raise IndexNotFoundError(
                     f"no index at {directory}; run `rag ingest FOLDER` to build one, or pass --index DIR"
                 )
-            directory.mkdir(parents=True, exist_ok=True)
-            engine = _engine(directory / DB_NAME)
-            Base.metadata.create_all(engine)
-            with engine.begin() as conn:
-                fts.ensure_fts(conn)
-            store = cls(directory, engine)
-            if "format_version" not in store.meta:
-                store.set_meta({"format_version": FORMAT_VERSION, "generation": 0, "created_at": time.time()})
-            return store
-        store = cls(directory, _engine(directory / DB_NAME))
+            _create(directory)
+        store = cls(directory, _connect(directory / DB_NAME))
         version = store.meta.get("format_version")
         if version == 1:
             with store.writing():
@@ -114,7 +137,9 @@ class Store:
     def _read_meta(self) -> dict[str, Any]:
         try:
             return read_meta(self.engine)
-        except Exception as e:  # sqlalchemy.exc.DatabaseError: not a database, or damaged
+        except RagError:  # damaged, or unreadable: already said in one line
+            raise
+        except Exception as e:  # sqlalchemy.exc.DatabaseError: not a database
             raise IndexFormatError(
                 f"{self.directory / DB_NAME} is not a readable index ({e.__class__.__name__}); "
                 "point --index at another directory or move this one away"
@@ -228,7 +253,7 @@ class Store:
             with self.writing():
                 if self._read_meta().get("generation") == self.meta["generation"]:
                     self.save_vectors()
-        except (IndexBusyError, OSError):  # busy, or a read-only index directory
+        except (IndexBusyError, IndexWriteError, OSError, RuntimeError):  # busy, read-only, or a full disk
             pass
 
     def rebuild_vectors(self) -> VectorIndex:
@@ -248,7 +273,10 @@ class Store:
                 vectors.kind == "ivf" and len(vectors) < self.ann_min_vectors // 2
             ):
                 vectors = self._vectors = self.rebuild_vectors()
-            vectors.save(self.vectors_path(generation))
+            try:
+                vectors.save(self.vectors_path(generation))
+            except (OSError, RuntimeError) as e:  # faiss reports a failed write as RuntimeError
+                raise failures.translate(self.directory, e) or e from None
             if self.meta.get("vectors") != vectors.describe():
                 self.set_meta({"vectors": vectors.describe()})
             # Older generations, and temporary files of a writer that was killed while saving.
@@ -271,10 +299,28 @@ class Store:
 
     # --- writes -----------------------------------------------------------------------------------------------
 
-    def writing(self) -> Any:
+    @contextmanager
+    def writing(self) -> Iterator[None]:
         """Hold the index's writer lock (:class:`WriterLock`): one writer at a time, a second one gets
-        :class:`IndexBusyError` at once; re-entrant within this object."""
-        return self._lock.held()
+        :class:`IndexBusyError` at once; re-entrant within this object. Taking it catches up with every
+        commit another writer made, so this one never works from a stale generation or FAISS index."""
+        with self._lock.held() as taken:
+            if taken:
+                self.refresh()
+            yield
+
+    def writer_elsewhere(self) -> bool:
+        """True while another process (or another object) holds the writer lock."""
+        return self._lock.taken_elsewhere()
+
+    def integrity(self) -> str | None:
+        """None when SQLite's quick check finds the database sound, else what it found."""
+        try:
+            with self.engine.connect() as conn:
+                rows = [r[0] for r in conn.exec_driver_sql("PRAGMA quick_check").fetchall()]
+        except RagError as e:
+            return str(e)
+        return None if rows == ["ok"] else "; ".join(rows[:3])
 
     @contextmanager
     def transaction(self) -> Iterator[Transaction]:
@@ -311,3 +357,37 @@ def _stored_chunk(c: ChunkRow, d: DocumentRow) -> StoredChunk:
         title=d.title,
         kind=d.kind,
     )
+
+
+def _create(directory: Path) -> None:
+    """A new, empty index in ``directory``, made beside it and linked into place, so that two processes creating
+    one at the same moment both end up opening the same complete database."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        tmp = directory / f"{DB_NAME}.new-{os.getpid()}-{threading.get_ident()}"
+        engine = _engine(tmp)
+        try:
+            Base.metadata.create_all(engine)
+            with engine.begin() as conn:
+                fts.ensure_fts(conn)
+            with Session(engine) as s, s.begin():
+                for key, value in {
+                    "format_version": FORMAT_VERSION,
+                    "generation": 0,
+                    "created_at": time.time(),
+                }.items():
+                    s.add(MetaRow(key=key, value=json.dumps(value)))
+        finally:
+            engine.dispose()
+        try:
+            os.link(tmp, directory / DB_NAME)  # atomic, and fails if another process linked its own first
+        except FileExistsError:
+            pass
+        finally:
+            for leftover in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
+                leftover.unlink(missing_ok=True)
+    except OSError as e:
+        what = "is not a directory" if isinstance(e, (FileExistsError, NotADirectoryError)) else f"({e.strerror})"
+        raise IndexWriteError(
+            f"cannot create an index at {directory}: {what}; pass --index a writable directory"
+        ) from None

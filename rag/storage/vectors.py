@@ -170,10 +170,14 @@ class VectorIndex:
         import faiss
 
         tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-        faiss.write_index(self._index, str(tmp))
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        try:
+            faiss.write_index(self._index, str(tmp))
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:  # disk full (faiss raises RuntimeError), Ctrl-C: leave no half file behind
+            tmp.unlink(missing_ok=True)
+            raise
 
     @classmethod
     def load(cls, path: Path, dim: int) -> VectorIndex:

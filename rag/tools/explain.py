@@ -244,8 +244,6 @@ def explain(
     nothing). The answer's ``cited`` sources are its ``[n]`` markers, or the sources its support check found. With
     ``compare_decoding`` the same prompt is also answered by each strategy in :data:`COMPARED`.
     """
-    if not question.strip():
-        raise ConfigError("the question is empty; ask something")
     if max_new_tokens < 1:
         raise ConfigError("--max-new-tokens: must be at least 1")
     config = index.config
