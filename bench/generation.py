@@ -1,7 +1,7 @@
 """Generation speed for a fixed ~600-token RAG prompt and 128 new tokens: every backend, the same prompt.
 
 Rows: ``generate`` (bare ``model.generate``, no streaming: the baseline), ``transformers`` (our streaming
-transformers path), ``lean-fp32`` / ``lean-int8`` (rag/lean.py), ``llamacpp`` (our decode loop over llama.cpp's
+transformers path), ``lean-fp32`` / ``lean-int8`` (rag/models/lean.py), ``llamacpp`` (our decode loop over llama.cpp's
 forward pass: ``RAG_GEN_BACKEND=llamacpp``) and ``llama.cpp`` (llama-cpp-python's own completion on the same GGUF
 file); the last two when llama-cpp-python is installed. End-of-sequence is suppressed so every row decodes exactly
 128 tokens.

@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from ingest.encoding import NotText, decode, looks_binary
+from ingest.records import SkipFile
+from ingest.walk import read
 
 # Files larger than this are skipped rather than read whole into memory.
 MAX_FILE_BYTES = 64 * 1024 * 1024
@@ -88,15 +90,6 @@ class LoadedDocument:
     sections: list[Section] = field(default_factory=list)
 
 
-class SkipFile(Exception):
-    """This file is not indexed. ``reason`` is a short stable label, the message says more."""
-
-    def __init__(self, reason: str, detail: str = "") -> None:
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
-        self.detail = detail
-
-
 def kind_of(path: Path) -> str | None:
     """The loader kind for ``path`` by extension, or None when unsupported."""
     ext = path.suffix.lower()
@@ -115,15 +108,7 @@ def load(path: Path, data: bytes | None = None) -> LoadedDocument:
     if kind is None:
         raise SkipFile("unsupported", f"no loader for {path.suffix or 'files without extension'}")
     if data is None:
-        try:
-            size = path.stat().st_size
-            if size > MAX_FILE_BYTES:
-                raise SkipFile("too-large", f"{size} bytes > {MAX_FILE_BYTES}")
-            data = path.read_bytes()
-        except PermissionError:
-            raise SkipFile("permission-denied") from None
-        except OSError as e:
-            raise SkipFile("unreadable", e.strerror or str(e)) from None
+        data = read(path, MAX_FILE_BYTES)
     if len(data) > MAX_FILE_BYTES:
         raise SkipFile("too-large", f"{len(data)} bytes > {MAX_FILE_BYTES}")
     if not data:

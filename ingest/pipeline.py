@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from ingest.chunking import Chunker
-from ingest.loaders import MAX_FILE_BYTES, SkipFile, kind_of, load
-from ingest.records import Chunk, DocumentInfo, SkippedFile
-from ingest.walk import Listing, Skip, check, list_folder, read
+from ingest.loaders import MAX_FILE_BYTES, kind_of, load
+from ingest.records import Chunk, DocumentInfo, SkipFile, SkippedFile
+from ingest.walk import Listing, check, list_folder, read
 
 if TYPE_CHECKING:
     import numpy as np
@@ -200,7 +200,7 @@ def sync(
         done += 1
         try:
             st = check(path, folder)
-        except Skip as e:
+        except SkipFile as e:
             report.skipped.append(SkippedFile(key, e.reason, e.detail))
             if e.reason == "outside-folder":
                 outside.append(key)
@@ -218,7 +218,7 @@ def sync(
             continue
         try:
             data = read(path, MAX_FILE_BYTES)
-        except Skip as e:
+        except SkipFile as e:
             report.skipped.append(SkippedFile(key, e.reason, e.detail))
             continue
         digest = hashlib.sha256(data).hexdigest()

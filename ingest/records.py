@@ -45,3 +45,13 @@ class SkippedFile:
     path: str
     reason: str  # short stable label: binary, empty, unsupported, pdf-encrypted, outside-folder, ...
     detail: str = ""
+
+
+class SkipFile(Exception):
+    """This file is not indexed (and what was indexed for it stays). ``reason`` is a short stable label (the
+    ``SkippedFile.reason`` of the report), ``detail`` says more."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail

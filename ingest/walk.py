@@ -14,16 +14,7 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ingest.records import SkippedFile
-
-
-class Skip(Exception):
-    """This file cannot be indexed: ``reason`` is a short stable label, ``detail`` says more."""
-
-    def __init__(self, reason: str, detail: str = "") -> None:
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
-        self.detail = detail
+from ingest.records import SkipFile, SkippedFile
 
 
 @dataclass
@@ -85,21 +76,24 @@ def list_folder(folder: Path) -> Listing:
 def check(path: Path, folder: Path) -> os.stat_result:
     """The file's status, after checking that it may be read: inside ``folder``, a regular file."""
     if path.is_symlink():
-        target = path.resolve(strict=False)
+        try:
+            target = path.resolve(strict=False)
+        except (OSError, RuntimeError) as e:  # Python reports a link cycle as RuntimeError
+            raise SkipFile("symlink-loop", str(e)[:120]) from None
         if not target.is_relative_to(folder):
-            raise Skip("outside-folder", f"links to {shown(target)}, outside {shown(folder)}")
+            raise SkipFile("outside-folder", f"links to {shown(target)}, outside {shown(folder)}")
     try:
         st = path.stat()
     except OSError as e:
         reason = "broken-symlink" if path.is_symlink() else "unreadable"
-        raise Skip("symlink-loop" if e.errno == errno.ELOOP else reason, e.strerror or "") from None
+        raise SkipFile("symlink-loop" if e.errno == errno.ELOOP else reason, e.strerror or "") from None
     if not stat.S_ISREG(st.st_mode):
-        raise Skip("special-file", "not a regular file")
+        raise SkipFile("special-file", "not a regular file")
     return st
 
 
 def read(path: Path, limit: int) -> bytes:
-    """At most ``limit`` bytes of the regular file at ``path`` (:class:`Skip` when it holds more).
+    """At most ``limit`` bytes of the regular file at ``path`` (:class:`SkipFile` when it holds more).
 
     Opened without blocking and checked again on the open descriptor, so a file swapped for a pipe or device
     between :func:`check` and the read is never waited on.
@@ -107,23 +101,23 @@ def read(path: Path, limit: int) -> bytes:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except PermissionError as e:
-        raise Skip("permission-denied", e.strerror or "") from None
+        raise SkipFile("permission-denied", e.strerror or "") from None
     except OSError as e:
-        raise Skip("unreadable", e.strerror or "") from None
+        raise SkipFile("unreadable", e.strerror or "") from None
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise Skip("special-file", "not a regular file")
+            raise SkipFile("special-file", "not a regular file")
         if st.st_size > limit:
-            raise Skip("too-large", f"{st.st_size} bytes > {limit}")
+            raise SkipFile("too-large", f"{st.st_size} bytes > {limit}")
         parts, size = [], 0
         while chunk := os.read(fd, min(1 << 20, limit + 1 - size)):
             parts.append(chunk)
             size += len(chunk)
             if size > limit:  # grew since it was checked
-                raise Skip("too-large", f"more than {limit} bytes")
+                raise SkipFile("too-large", f"more than {limit} bytes")
         return b"".join(parts)
     except OSError as e:
-        raise Skip("unreadable", e.strerror or "") from None
+        raise SkipFile("unreadable", e.strerror or "") from None
     finally:
         os.close(fd)

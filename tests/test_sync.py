@@ -14,6 +14,8 @@ from rag import Config, Index, IndexBusyError, ModelMismatchError, SourceNotFoun
 from rag.cli import main as cli
 from rag.storage import health
 
+from .test_cli import run
+
 MARKER = "The archive keeper's codeword is QUOKKA-SEVENTEEN."
 
 
@@ -158,16 +160,17 @@ def test_doctor_finds_and_repairs_a_stale_and_damaged_faiss_file(fresh_index: In
     assert health.check(index.store) == []
 
 
-def test_second_writer_is_refused_at_once(fresh_index: Index, docs_copy: Path, capsys) -> None:
+def test_second_writer_is_refused_at_once(fresh_index: Index, docs_copy: Path) -> None:
     fresh_index.ingest(docs_copy / "decoding")
-    with fresh_index.store.writing():  # as if an ingest were running in another process
+    with fresh_index.store.writing():  # as if an ingest were running
         other = Index.open(config=fresh_index.config)
-        with pytest.raises(IndexBusyError, match="being written by another process"):
+        with pytest.raises(IndexBusyError, match="being written by another Index object in this process"):
             other.ingest(docs_copy / "decoding")
         assert other.search("top-p sampling", k=1)  # readers are never blocked
         other.close()
-        assert cli(["ingest", str(docs_copy / "decoding"), "--index", str(fresh_index.store.directory)]) == 1
-        assert "being written by another process" in capsys.readouterr().err
+        result = run("ingest", str(docs_copy / "decoding"), "--index", str(fresh_index.store.directory))
+        assert result.returncode == 1
+        assert f"being written by another process (pid {os.getpid()})" in result.stderr
 
 
 def test_new_embedding_model_is_switched_in_without_a_wipe(
