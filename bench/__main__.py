@@ -28,6 +28,7 @@ def _parser() -> argparse.ArgumentParser:
         default="generate,transformers,lean-fp32,lean-int8-head,lean-int8,llamacpp,llama.cpp",
         help="generation rows, comma-separated",
     )
+    p.add_argument("--gen-model", default="SmolLM2-135M-Instruct", help="generation: the generator (a tier name)")
     p.add_argument("--sizes", default="10000,100000,1000000", help="retrieval: vector counts")
     p.add_argument("--nprobe", default="16,32,64", help="retrieval: IVF nprobe values")
     p.add_argument(
@@ -76,7 +77,7 @@ def _run(section: str, args: argparse.Namespace, cache_dir: Path) -> list[dict[s
         backends = args.backends.split(",")
         if smoke:
             return generation.run(["lean-int8-head", "llama.cpp"], 1, cache_dir, prompt_tokens=200, new_tokens=4)
-        rows = generation.run(backends, args.repeats, cache_dir)
+        rows = generation.run(backends, args.repeats, cache_dir, gen_model=args.gen_model)
         return _ratios(rows, "generate", "llama.cpp")
     if section == "retrieval":
         from bench import retrieval

@@ -45,12 +45,19 @@ def _row(name: str, runs: list[tuple[float, float, int]], load_s: float, prompt_
     }
 
 
-def run(backends: list[str], repeats: int, cache_dir: Path, prompt_tokens: int = 600, new_tokens: int = 128):
+def run(
+    backends: list[str],
+    repeats: int,
+    cache_dir: Path,
+    prompt_tokens: int = 600,
+    new_tokens: int = 128,
+    gen_model: str = "SmolLM2-135M-Instruct",
+):
     from rag.models.decoding import Decoding, drain
     from rag.models.generator import Generator
     from rag.models.sources import resolve_generator
 
-    source = resolve_generator("SmolLM2-135M-Instruct")
+    source = resolve_generator(gen_model, cache_dir)
     rows: list[dict[str, Any]] = []
     reference = Generator(source, cache_dir, backend="transformers")
     _question, messages = rag_messages(prompt_tokens, reference.count)

