@@ -14,7 +14,7 @@ from typing import Any
 
 from ingest.chunking import Chunker, ChunkerSettings
 from ingest.pipeline import BATCH_CHUNKS, Progress
-from rag.config import Config
+from rag.config import BUNDLED_GENERATOR, Config
 from rag.errors import ConfigError, ModelMismatchError, SourceNotFoundError
 from rag.models import bundled
 from rag.models.embedder import Embedder
@@ -92,13 +92,13 @@ def switch_embedder(store: Store, embedder: Embedder, progress: Callable[[Progre
 def doctor(store: Store, configured: str, *, repair: bool) -> list[Problem]:
     """What is wrong with the index (after repairing what can be, with ``repair``); a damaged database is
     reported alone and never repaired."""
-    if store.integrity() is not None:
-        return health.check(store)
+    if (problem := health.damaged(store)) is not None:
+        return [problem]
     if repair:
         health.repair(store)
     elif store.dim is not None:
         _ = store.vectors  # a FAISS file left stale by a crash is rebuilt and saved here, as on any open
-    return health.check(store) + embedder_problems(store, configured)
+    return health.check(store, known_sound=True) + embedder_problems(store, configured)
 
 
 def embedder_problems(store: Store, configured: str) -> list[Problem]:
@@ -144,7 +144,7 @@ def bundled_tier(gen_model: str) -> str:
     tier = bundled.tier(gen_model)
     if tier is None:
         return "not a bundled tier (a folder, GGUF file or hub id you configured)"
-    default = " (the default)" if tier.name == Config().gen_model else ""
+    default = " (the default)" if tier.name == BUNDLED_GENERATOR else ""
     return f"bundled {tier.name}{default}; licence {tier.licence}"
 
 

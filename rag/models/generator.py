@@ -17,7 +17,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from rag.config import BACKENDS, PRECISIONS
+from rag.config import BACKENDS, PRECISIONS, one_of
 from rag.errors import ConfigError, ModelNotFoundError
 from rag.models.decoding import Decoding, DecodingSession, GenerationStats, decode
 from rag.models.sources import GeneratorSource, prepare_hub_access
@@ -31,10 +31,8 @@ class Generator:
     def __init__(
         self, source: GeneratorSource, cache_dir: Path, threads: int = 0, backend: str = "auto", precision: str = "fp32"
     ) -> None:
-        if backend not in BACKENDS:
-            raise ConfigError(f"RAG_GEN_BACKEND={backend!r}: use one of {', '.join(BACKENDS)}")
-        if precision not in PRECISIONS:
-            raise ConfigError(f"RAG_GEN_PRECISION={precision!r}: use one of {', '.join(PRECISIONS)}")
+        one_of("RAG_GEN_BACKEND", backend, BACKENDS)
+        one_of("RAG_GEN_PRECISION", precision, PRECISIONS)
         self.source = source
         self.cache_dir = cache_dir
         self.threads = threads

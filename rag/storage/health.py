@@ -27,16 +27,24 @@ class Problem:
     count: int
 
 
-def check(store: Store) -> list[Problem]:
-    """Everything that is inconsistent in the index; an empty list means healthy."""
+def damaged(store: Store) -> Problem | None:
+    """The problem when SQLite's quick check finds the database damaged (nothing else can then be trusted)."""
     damage = store.integrity()
-    if damage is not None:  # nothing else can be trusted, or even read
-        detail = (
-            f"SQLite's quick check failed: {damage}. Rebuild the index from its folders (move "
-            f"{store.directory} away, then `rag ingest FOLDER`); the stored vectors may still be read with "
-            "`sqlite3 index.db .recover` if the folders are gone"
-        )
-        return [Problem("database-damaged", detail, 1)]
+    if damage is None:
+        return None
+    detail = (
+        f"SQLite's quick check failed: {damage}. Rebuild the index from its folders (move "
+        f"{store.directory} away, then `rag ingest FOLDER`); the stored vectors may still be read with "
+        "`sqlite3 index.db .recover` if the folders are gone"
+    )
+    return Problem("database-damaged", detail, 1)
+
+
+def check(store: Store, *, known_sound: bool = False) -> list[Problem]:
+    """Everything that is inconsistent in the index; an empty list means healthy. ``known_sound``: the caller
+    has just run the quick check (:func:`damaged`), so it is not run again."""
+    if not known_sound and (problem := damaged(store)) is not None:
+        return [problem]
     store.refresh()
     problems: list[Problem] = []
     with Session(store.engine) as s:
