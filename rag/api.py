@@ -243,7 +243,7 @@ class Index:
     ) -> Answer:
         """Answer ``question`` from the indexed documents with the local generator, citing sources as [n].
 
-        ``answer_mode`` (default ``config.answer_mode``, ``quote``): ``quote``, ``auto``, ``generate`` or
+        ``answer_mode`` (default ``config.answer_mode``, ``auto``): ``quote``, ``auto``, ``generate`` or
         ``extract``, see rag/answer/modes.py. Every answer carries its support check (``answer.support``: per
         claim, the supporting source span with file and character offsets). ``on_token`` receives the answer's
         text as it is generated. When nothing relevant is retrieved, or no source sentence is left to quote, the

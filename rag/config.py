@@ -16,7 +16,8 @@ from typing import Any
 from rag.errors import ConfigError
 
 BUNDLED_EMBEDDER = "all-MiniLM-L6-v2"
-BUNDLED_GENERATOR = "SmolLM2-135M-Instruct"
+# The default generator tier: the better answers within the speed target (docs/quality.md, rag/models/bundled.py).
+BUNDLED_GENERATOR = "Qwen2.5-Coder-0.5B-Instruct"
 ENV_PREFIX = "RAG_"
 # The names settings are validated against live here, below every stage that uses them, so that config imports
 # nothing of the code it configures.
@@ -72,11 +73,11 @@ class Config:
     # Cosine below which a chunk is not considered relevant (MiniLM: unrelated text scores ~0.0-0.15).
     min_score: float = 0.2
     # Sentences (most similar to the question, across the retrieved chunks) the prompt shows; 0 shows whole
-    # chunks. A 135M model states the fact far more often from a few relevant sentences than from five chunks.
+    # chunks. A small model states the fact far more often from a few relevant sentences than from five chunks.
     focus_sentences: int = 6
-    # How `ask` answers, one of ANSWER_MODES. quote scored best on the XQuAD tuning half within the time budget,
-    # and is verbatim, so always supported (docs/quality.md).
-    answer_mode: str = "quote"
+    # How `ask` answers, one of ANSWER_MODES. With the default tier, auto (a free answer kept only as a span of a
+    # source sentence, else a quote) scored best on the XQuAD tuning half within the time budget (docs/quality.md).
+    answer_mode: str = "auto"
     # Prompt + answer token budget for the generator; smaller is faster on a CPU.
     context_tokens: int = 2048
     # Converted generator weights are cached here (GGUF dequantisation is slow, safetensors reload is fast).

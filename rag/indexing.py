@@ -144,8 +144,8 @@ def bundled_tier(gen_model: str) -> str:
     tier = bundled.tier(gen_model)
     if tier is None:
         return "not a bundled tier (a folder, GGUF file or hub id you configured)"
-    default = " (the default)" if tier.name == BUNDLED_GENERATOR else ""
-    return f"bundled {tier.name}{default}; licence {tier.licence}"
+    default = ", the default" if tier.name == BUNDLED_GENERATOR else ""
+    return f"bundled {tier.name} ({tier.strength}{default}); licence {tier.licence}"
 
 
 def status(store: Store, config: Config) -> dict[str, Any]:

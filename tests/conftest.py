@@ -10,11 +10,15 @@ from pathlib import Path
 import pytest
 
 from rag import Config, Index
+from rag.config import BUNDLED_GENERATOR
 from rag.models.sources import bundled_embedder_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_DOCS = ROOT / "sample_docs"
 SHARED_EVAL = ROOT.parent / "shared" / "eval"
+# Most tests answer with the fast tier: they test the pipeline, not the model, and the suite must stay short.
+# Tests of what a user gets by default (the demo question, the easy questions) use `default_index`.
+FAST_TIER = "SmolLM2-135M-Instruct"
 
 
 def load_questions() -> list[dict]:
@@ -35,17 +39,27 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, cache_dir: Pa
             monkeypatch.delenv(key)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.setenv("RAG_CACHE_DIR", str(cache_dir))
+    monkeypatch.setenv("RAG_GEN_MODEL", FAST_TIER)
 
 
 @pytest.fixture(scope="session")
 def sample_index(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Index:
     """An index of sample_docs/ built once through the public API; tests must not modify it."""
-    config = Config.load(index=tmp_path_factory.mktemp("index") / ".rag", cache_dir=cache_dir)
+    config = Config.load(index=tmp_path_factory.mktemp("index") / ".rag", cache_dir=cache_dir, gen_model=FAST_TIER)
     index = Index.open(config=config, create=True)
     report = index.ingest(SAMPLE_DOCS)
     assert report.indexed >= 10, report
     yield index
     index.close()
+
+
+@pytest.fixture(scope="session")
+def default_index(sample_index: Index, cache_dir: Path) -> Index:
+    """The index of sample_docs/ answering with the default generator tier, as a user's would."""
+    config = Config.load(index=sample_index.store.directory, cache_dir=cache_dir, gen_model=BUNDLED_GENERATOR)
+    index = Index(sample_index.store, config)
+    index.embedder = sample_index.embedder
+    return index
 
 
 @pytest.fixture()

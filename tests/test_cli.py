@@ -124,12 +124,14 @@ def test_ingest_text_output_and_resync(sample_index: Index, tmp_path: Path) -> N
     assert data["skipped"][0]["reason"] == "binary"
 
 
-def test_demo_question_runs_from_the_readme(sample_index: Index) -> None:
-    # `make demo` asks the Makefile's QUESTION; run it as a person would (text output, not a terminal).
+def test_demo_question_runs_from_the_readme(default_index: Index, monkeypatch: pytest.MonkeyPatch) -> None:
+    # `make demo` asks the Makefile's QUESTION with the default tier; run it as a person would (text output, not
+    # a terminal).
+    monkeypatch.delenv("RAG_GEN_MODEL")
     makefile = (ROOT / "Makefile").read_text()
     question = re.search(r"^QUESTION \?= (.+)$", makefile, re.MULTILINE).group(1)
-    result = run("ask", question, "--index", str(sample_index.store.directory))
+    result = run("ask", question, "--index", str(default_index.store.directory))
     assert result.returncode == 0, result.stderr
     answer, _, sources = result.stdout.partition("\nSources:\n")
-    assert "Holtzman" in answer
+    assert "Ari Holtzman" in answer.splitlines()[0]  # the short answer, not only the sentence quoted under it
     assert "sample_docs/decoding/sampling.html" in sources

@@ -109,3 +109,21 @@ def test_ask_json_carries_mode_and_support(sample_index: Index) -> None:
     assert text.returncode == 0, text.stderr
     answer = text.stdout.partition("\nSources:\n")[0]
     assert '  > "' in answer and "sampling.html:" in answer  # the quote under the answer, with its file
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        ("the 12th", "12th"),
+        ("Jacksonville is 12th", "Jacksonville is the 12th"),  # articles and case may differ
+        ("top-p sampling", "Top-p sampling"),
+        ("Ari Holtzman.", "Ari Holtzman"),
+        ("Holtzman and Smith", ""),  # not a span of any segment
+        ("", ""),
+    ],
+)
+def test_a_generated_answer_snaps_to_the_span_its_source_writes(answer: str, expected: str) -> None:
+    from rag.answer.modes import snap
+
+    segments = ["Jacksonville is the 12th largest city.", "Top-p sampling was introduced by Ari Holtzman and others."]
+    assert snap(answer, segments) == expected

@@ -90,3 +90,31 @@ def test_quote_answers_are_verbatim_spans_of_their_documents(sample_index: Index
             assert support.claim in support.quote or support.claim.rstrip(";") in support.quote, support
             assert load(Path(support.path)).text[support.start : support.end] == support.quote
     assert answered >= len(load_questions()) * 0.8
+
+
+def test_admitted_tokens_end_where_the_sources_own_tokens_end(tokenizer) -> None:
+    """A byte fragment spells the quote too, but the model would never write it: only tokens that end on the
+    source's token boundaries (or on those of a word written at the answer's start) are admitted."""
+    import torch
+
+    constraint = QuoteConstraint.build(tokenizer, SEGMENTS)
+    table = token_bytes(tokenizer)
+    ends = set(constraint.ends)
+    written: list[int] = []
+    torch.manual_seed(0)
+    for _ in range(12):
+        at = constraint.positions(written)
+        allowed, may_end = constraint.allowed(written)
+        if not allowed:
+            break
+        for tok in allowed:
+            assert any(p + len(table[tok]) in ends for p in at), table[tok]
+        ids = torch.tensor([[1, 2, 3, *written]])
+        expected = sorted(allowed | set(constraint.eos_ids)) if may_end else sorted(allowed)
+        assert constraint.candidates(ids) == expected
+        written.append(sorted(allowed)[int(torch.randint(len(allowed), (1,)))])
+    # An answer starts without a leading space, where a word often splits otherwise than mid-sentence: the
+    # word's own first token, as the tokenizer writes it at the start, is admitted.
+    start = QuoteConstraint.build(tokenizer, ["It was Beyoncé who headlined."], start=lambda w: w[:1].isupper())
+    own_first = tokenizer("Beyoncé", add_special_tokens=False)["input_ids"][0]
+    assert own_first in start.allowed([])[0]

@@ -166,3 +166,36 @@ def test_bench_smoke_runs() -> None:
     )
     assert out.returncode == 0, out.stderr
     assert "| 3000 | ivf |" in out.stdout
+
+
+def test_lean_logits_of_a_few_tokens_equal_the_full_ones(backends: dict[str, Generator]) -> None:
+    import torch
+
+    gen = backends["lean-fp32"]
+    ids = gen._encode(gen.render(QUESTION))
+    full = gen.session.prefill(ids, len(ids) + 4)
+    few = [5, 17, int(full.argmax())]
+    some = gen.session.prefill(ids, len(ids) + 4, only=few)
+    assert torch.allclose(some[few], full[few], atol=1e-4)
+    assert torch.isinf(some).sum() == len(full) - len(few)
+
+
+def test_lean_weights_are_kept_so_a_later_process_skips_the_transformers_model(backends: dict[str, Generator]) -> None:
+    first = backends["lean-fp32"]
+    _ = first.session
+    path = first.lean_path()
+    assert path is not None and path.is_file()
+    later = Generator(first.source, first.cache_dir, backend="lean", precision="fp32")
+    decoding = Decoding(max_new_tokens=12)
+    assert _text(later, decoding) == _text(backends["transformers"], decoding)
+    assert "model" not in later.__dict__  # config, tokenizer and the fused weights came from the cache
+
+
+def test_sentence_vectors_through_onnx_match_sentence_transformers(sample_index: Index) -> None:
+    embedder = sample_index.embedder
+    _ = embedder.model  # exports the ONNX graph once
+    texts = ["A short one.", "Top-p sampling keeps the smallest set of tokens whose probability reaches p." * 3, "x"]
+    onnx = embedder.embed_sentences(texts)
+    reference = embedder.embed_documents(texts)
+    assert embedder.query_runtime == "onnx"
+    assert float((onnx * reference).sum(1).min()) > 1 - 1e-4

@@ -33,6 +33,10 @@ def test_tiers_resolve_by_name_in_any_case(cache_dir: Path) -> None:
     assert planned.location == str(cache_dir / "elsewhere" / "models") and not Path(planned.location).exists()
     report = config_report(Config.load(gen_model=QWEN, cache_dir=cache_dir / "elsewhere"))
     assert report["gen_model_location"].endswith("Qwen2.5-Coder-0.5B-Instruct.gguf")
+    # Which tier is in use, and why: the default is named as such, with what it is for.
+    assert "best answers" in report["gen_model_tier"] and "the default" in report["gen_model_tier"]
+    fast = config_report(Config.load(gen_model="smollm2-135m-instruct", cache_dir=cache_dir / "elsewhere"))
+    assert "fast tier" in fast["gen_model_tier"] and "the default" not in fast["gen_model_tier"]
     with pytest.raises(ModelNotFoundError, match=r"Qwen2\.5-Coder-0\.5B-Instruct"):
         resolve_generator("qwen-9000", cache_dir)
 
@@ -62,10 +66,10 @@ def test_the_assembled_file_is_the_published_one(qwen: Generator, cache_dir: Pat
 
 
 def test_lean_decodes_qwen2_exactly_as_transformers(qwen: Generator) -> None:
-    assert lean.supports(qwen.model)
+    assert lean.supports(qwen.model.config) and lean.supports(qwen.config)
     decoding = Decoding(max_new_tokens=12)
     text, reference = drain(qwen.stream(MESSAGES, decoding))
-    fused = lean.PrefixCache(lean.LeanLlama(qwen.model, "fp32"))
+    fused = lean.PrefixCache(lean.LeanLlama.from_model(qwen.model, "fp32"))
     lean_text, stats = drain(qwen.stream(MESSAGES, decoding, session=fused))
     assert stats.token_ids == reference.token_ids and lean_text == text
     assert "Shakespeare" in text

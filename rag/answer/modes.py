@@ -4,9 +4,10 @@
 - ``quote``: constrained generation (:mod:`rag.answer.quote`): the model picks a span of the sources by its own
   likelihood, so the answer is a verbatim, citable quote.
 - ``extract``: no generation; the source sentence most similar to the question.
-- ``auto``: ``generate``, verify, and fall back to ``quote`` when the generated answer is not supported.
+- ``auto``: ``generate`` a short answer and keep it only as the span of a source sentence that holds its words
+  (:func:`snap`), else fall back to ``quote`` over the same prompt.
 
-The default (``Config.answer_mode``) is ``quote``, chosen on the XQuAD tuning half (docs/quality.md). The path
+The default (``Config.answer_mode``) is ``auto``, chosen on the XQuAD tuning half (docs/quality.md). The path
 that runs them, with the fallbacks between them, is rag/answer/pipeline.py.
 """
 
@@ -18,7 +19,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from rag.answer.prompt import SYSTEM_PROMPT, PackedPrompt, Similarity
-from rag.answer.text import normalize_answer, sentences
+from rag.answer.text import find_words, normalize_answer, sentences
 from rag.config import ANSWER_MODES, one_of
 from rag.models.decoding import Decoding
 from rag.types import Hit
@@ -40,6 +41,9 @@ GENERATE_PROMPT = (
 # the one sentence most similar to the question: a 135M model picks the right sentence less often than the
 # embedder does, and a shorter choice is also faster.
 QUOTE_TOKENS = 16
+QUOTE_SENTENCES = 3
+# auto's free answer must be a short span of a source to be kept, so decoding longer is wasted time.
+AUTO_TOKENS = 24
 # Free answers end at the first line break: what follows is a small model repeating itself.
 GENERATE_STOP = ("\n",)
 QUOTE_PROMPT = (
@@ -54,9 +58,11 @@ _EDGE_PUNCT = ".,;:!?\"'()[]“”‘’"
 
 
 def mode_decoding(mode: str, decoding: Decoding) -> Decoding:
-    """``decoding`` with the mode's stop strings when it sets none."""
+    """``decoding`` with the mode's stop strings when it sets none; ``auto`` also at most :data:`AUTO_TOKENS`."""
     if mode in ("generate", "auto") and not decoding.stop:
-        return replace(decoding, stop=GENERATE_STOP)
+        decoding = replace(decoding, stop=GENERATE_STOP)
+    if mode == "auto" and decoding.max_new_tokens > AUTO_TOKENS:
+        decoding = replace(decoding, max_new_tokens=AUTO_TOKENS)
     return decoding
 
 
@@ -132,7 +138,7 @@ def quote_constraint(question: str, packed: PackedPrompt, similarity: Similarity
     recording the end-of-sequence margins that :meth:`QuoteConstraint.best_end` cuts by."""
     from rag.answer.quote import QuoteConstraint
 
-    segments = best_sentences(question, packed.sources, packed.excerpts, similarity, 1)
+    segments = best_sentences(question, packed.sources, packed.excerpts, similarity, QUOTE_SENTENCES)
     return QuoteConstraint.build(tokenizer, segments, avoid=question_words(question), start=answer_start(question))
 
 
@@ -146,9 +152,9 @@ def quote_segments(sources: Sequence[Hit], excerpts: Sequence[str]) -> list[str]
 
 
 def best_sentences(
-    question: str, sources: Sequence[Hit], excerpts: Sequence[str], similarity: Similarity, n: int = 1
+    question: str, sources: Sequence[Hit], excerpts: Sequence[str], similarity: Similarity, n: int | None = 1
 ) -> list[str]:
-    """The ``n`` shown sentences most similar to the question, best first.
+    """The ``n`` shown sentences (None: all) most similar to the question, best first.
 
     Headings ("Super Bowl 50") are similar to every question about their section and answer none: sentences
     of fewer than four words are passed over while there are longer ones.
@@ -164,6 +170,17 @@ def best_sentences(
 def best_sentence(question: str, sources: Sequence[Hit], excerpts: Sequence[str], similarity: Similarity) -> str:
     """The shown sentence most similar to the question ("" when there is none)."""
     return next(iter(best_sentences(question, sources, excerpts, similarity)), "")
+
+
+def snap(answer: str, segments: Sequence[str]) -> str:
+    """The span of the first of ``segments`` that holds ``answer``'s words (see :func:`find_words`), as the
+    segment writes it; "" when none does. A generated answer that snaps is a verbatim quote of its source."""
+    for segment in segments:
+        found = find_words(answer, segment)
+        if found:
+            text = segment[found[0] : found[1]]
+            return text.strip(_EDGE_PUNCT) or text
+    return ""
 
 
 def trim(answer: str, question: str) -> str:

@@ -3,8 +3,8 @@
 Given the retrieved hits: fit them into the generator's context budget (the focus sentences of each, packed in
 rank order), produce the text in the answer mode (free generation, a constrained quote, or the best sentence),
 then check it against the sources and fall back when the check fails: ``auto`` -> ``quote`` when the generated
-answer is unsupported, ``quote`` -> ``extract`` when the quote has no content of its own, and "not in the sources"
-when there is no sentence at all.
+answer is not a span of a source sentence, ``quote`` -> ``extract`` when the quote has no content of its own, and
+"not in the sources" when there is no sentence at all.
 """
 
 from __future__ import annotations
@@ -18,11 +18,12 @@ from typing import Any
 from rag.answer.modes import (
     NOT_IN_SOURCES,
     PROMPTS,
-    QUOTE_PROMPT,
     QUOTE_TOKENS,
     best_sentence,
+    best_sentences,
     mode_decoding,
     quote_constraint,
+    snap,
     trim,
 )
 from rag.answer.prompt import PackedPrompt, build_messages, focus, pack
@@ -142,13 +143,18 @@ def _answer(
         tokens_per_s=stats.new_tokens / stats.seconds if stats.seconds else 0.0,
     )
     produced_by = "generate" if mode == "auto" else mode
+    started = time.perf_counter()
     if produced_by == "quote":
         text = trim(text, question)
-    started = time.perf_counter()
+    elif mode == "auto":
+        # Kept only as the source writes it: a free answer is often right but worded its own way or restating
+        # the question; one that is not a span of a source sentence is replaced by a quote.
+        shown = best_sentences(question, packed.sources, packed.excerpts, similar, None)
+        text = snap(trim(text, question), shown)
     supports = check(text, packed.sources, similar.embed, question)
     timings["verify_s"] = time.perf_counter() - started
     new_tokens = stats.new_tokens
-    if mode == "auto" and not is_supported(supports):
+    if mode == "auto" and not (text and is_supported(supports)):
         started = time.perf_counter()
         quoted, fallback = _quote(answerer, question, packed, decoding, session)
         runs.append(Run("quote", fallback))
@@ -190,9 +196,9 @@ def _quote(
     model most wanted to end it. The stats say how many tokens the cut kept."""
     gen = answerer.generator
     constraint = quote_constraint(question, packed, answerer.similarity, gen.tokenizer)
+    # auto's fallback keeps the prompt its free answer read, so the decoder reuses that prompt's keys and values
+    # instead of reading it again.
     messages = packed.messages
-    if messages[0]["content"] != QUOTE_PROMPT:  # auto's fallback: same sources, the quote instruction
-        messages = [{"role": "system", "content": QUOTE_PROMPT}, *messages[1:]]
     # One sequence: the cut reads the end-of-sequence margins of the quote as it was written, which beam search
     # would reorder under it.
     limit = replace(decoding, max_new_tokens=min(decoding.max_new_tokens, QUOTE_TOKENS), stop=(), num_beams=1)

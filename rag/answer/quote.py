@@ -4,13 +4,15 @@ Matching happens on bytes, not token ids: the same text tokenizes differently at
 (" Paris" vs "Paris", or split differently after punctuation), so a token-id trie over the sources would miss
 quotes the model can legitimately produce. Instead every vocabulary entry is mapped to the bytes it decodes to,
 and a token is admitted when its bytes continue the quote at some position where the quote so far occurs in the
-sources. The answer is therefore a substring of one source segment whatever tokens the model picks.
+sources, and end where one of the source's own tokens ends (tokenised once per answer). The answer is therefore
+a substring of one source segment whatever tokens the model picks.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Collection, Sequence
+from bisect import bisect_right
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -68,35 +70,51 @@ def token_bytes(tokenizer: Any) -> list[bytes | None]:
 
 
 class _Vocabulary:
-    """A byte trie over the vocabulary: which token ids are prefixes of a given byte string."""
+    """Which token ids stand for a given byte string."""
 
     def __init__(self, tokenizer: Any) -> None:
         self.bytes = token_bytes(tokenizer)
-        self.root: dict[int, Any] = {}
+        self.ids: dict[bytes, list[int]] = {}
         for i, data in enumerate(self.bytes):
-            if data is None or _SEPARATOR in data:
-                continue
-            node = self.root
-            for b in data:
-                node = node.setdefault(b, {})
-            node.setdefault(-1, []).append(i)  # -1: the ids whose bytes end here
+            if data is not None and _SEPARATOR not in data:
+                self.ids.setdefault(data, []).append(i)
+        self.longest = max((len(d) for d in self.ids), default=0)
 
-    def prefixes(self, text: bytes, start: int, into: set[int]) -> None:
-        """Add to ``into`` every token id whose bytes equal ``text[start:start + len]``."""
-        node = self.root
-        for pos in range(start, len(text)):
-            node = node.get(text[pos])
-            if node is None:
-                return
-            ids = node.get(-1)
-            if ids:
-                into.update(ids)
+    def spelling(self, text: bytes, start: int, ends: Iterable[int], into: set[int]) -> None:
+        """Add to ``into`` every token id whose bytes are ``text[start:end]`` for one of ``ends``."""
+        for end in ends:
+            into.update(self.ids.get(text[start:end], ()))
 
 
 @lru_cache(maxsize=4)
 def _vocabulary(tokenizer: Any) -> _Vocabulary:
-    # Building the trie takes ~1 s for a 50k vocabulary; a tokenizer lives as long as its Generator.
+    # A dict over the vocabulary, built once per tokenizer (a tokenizer lives as long as its Generator).
     return _Vocabulary(tokenizer)
+
+
+def _token_ends(tokenizer: Any, segments: Sequence[str], starts: Sequence[int], text: bytes) -> list[int]:
+    """Byte offsets, in the joined segments ``text``, where the tokenizer's own tokens end: of each segment as
+    it reads in the source, and of each word a quote may start at (``starts``) as it is written at the start of
+    an answer, where it has no leading space and so often splits differently ("Ari" vs " Ari")."""
+    ends: set[int] = set()
+    base = 0
+    for seg in segments:
+        ends.update(base + e for e in _char_ends(tokenizer, seg))
+        base += len(seg.encode("utf-8")) + len(_SEPARATOR)
+    for p in starts:
+        ends.update(p + e for e in _char_ends(tokenizer, _word_at(text, p)))
+    ends.update(i for i, b in enumerate(text) if b == _SEPARATOR[0])  # each segment's end
+    ends.add(len(text))
+    return sorted(ends)
+
+
+def _char_ends(tokenizer: Any, text: str) -> list[int]:
+    """Byte offsets in ``text`` where its tokens end (the tokenizer reports characters)."""
+    byte_at = [0]
+    for ch in text:
+        byte_at.append(byte_at[-1] + len(ch.encode("utf-8")))
+    spans = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    return [byte_at[end] for _, end in spans]
 
 
 def _is_word_byte(b: int) -> bool:
@@ -123,12 +141,14 @@ class QuoteConstraint:
     vocab: _Vocabulary
     text: bytes  # the segments, UTF-8, separated by _SEPARATOR
     starts: list[int]  # byte offsets where a quote may begin: the start of each word
+    ends: list[int]  # byte offsets where the tokenizer's own tokens end (see _token_ends), ascending
     eos_ids: list[int]
     prompt_length: int | None = None
     # Per step: the end-of-sequence logit minus the best other admitted logit (None where the quote may not end);
     # the cut (best_step) is where this margin is highest.
     trace: list[float | None] = field(default_factory=list)
     written: list[int] | None = None  # the quote's tokens as of the last step (row 0)
+    _memo: tuple[tuple[int, ...], set[int], bool] | None = None  # the last allowed() answer
 
     @classmethod
     def build(
@@ -151,7 +171,8 @@ class QuoteConstraint:
             starts = [i for i in starts if start(_word_at(text, i))] or starts
         eos = tokenizer.eos_token_id
         eos_ids = list(eos) if isinstance(eos, list | tuple) else [eos] if eos is not None else []
-        return cls(_vocabulary(tokenizer), text, starts, eos_ids)
+        ends = _token_ends(tokenizer, segments, starts, text)
+        return cls(_vocabulary(tokenizer), text, starts, ends, eos_ids)
 
     def positions(self, new_tokens: Sequence[int]) -> list[int]:
         """Byte offsets just past each occurrence of the quote written so far (``new_tokens``)."""
@@ -166,14 +187,34 @@ class QuoteConstraint:
         return at
 
     def allowed(self, new_tokens: Sequence[int]) -> tuple[set[int], bool]:
-        """The token ids that continue the quote, and whether it may end here."""
+        """The token ids that continue the quote, and whether it may end here.
+
+        Only tokens that end where one of the source's own tokens ends: a byte fragment (" ", "C", "urious") also
+        spells the quote, but the model would never write it, so its score means little. When no token ends on
+        such a boundary, any token that continues the quote is admitted.
+        """
+        key = tuple(new_tokens)
+        if self._memo is not None and self._memo[0] == key:
+            return self._memo[1], self._memo[2]
         at = self.positions(new_tokens)
         ids: set[int] = set()
+        text, ends, longest = self.text, self.ends, self.vocab.longest
         for p in at:
-            self.vocab.prefixes(self.text, p, ids)
-        text = self.text
+            self.vocab.spelling(text, p, ends[bisect_right(ends, p) : bisect_right(ends, p + longest)], ids)
+        if not ids:
+            for p in at:
+                self.vocab.spelling(text, p, range(p + 1, min(p + longest, len(text)) + 1), ids)
         may_end = bool(new_tokens) and any(p >= len(text) or not _is_word_byte(text[p]) for p in at)
+        self._memo = (key, ids, may_end or not ids)
         return ids, may_end or not ids
+
+    def candidates(self, input_ids: Any) -> list[int]:
+        """The token ids that may come next after ``input_ids`` (1, length), end of sequence included: the
+        decoder needs the logits of these alone."""
+        if self.prompt_length is None:
+            self.prompt_length = int(input_ids.shape[1])
+        ids, may_end = self.allowed(input_ids[0, self.prompt_length :].tolist())
+        return sorted(ids | set(self.eos_ids)) if may_end else sorted(ids)
 
     def best_step(self) -> int:
         """How many written tokens the quote keeps: the step with the highest end-of-sequence margin. A greedy

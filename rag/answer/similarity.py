@@ -32,8 +32,8 @@ class SentenceSimilarity:
             self._memo.clear()
         missing = list(dict.fromkeys(t for t in texts if t not in self._memo))
         if missing:
-            self._memo.update(zip(missing, self.embedder.embed_documents(missing), strict=True))
-        return np.stack([self._memo[t] for t in texts]) if texts else self.embedder.embed_documents([])
+            self._memo.update(zip(missing, self.embedder.embed_sentences(missing), strict=True))
+        return np.stack([self._memo[t] for t in texts]) if texts else self.embedder.embed_sentences([])
 
     def __call__(self, question: str, texts: list[str]) -> list[float]:
         return (self.embed(texts) @ self.embedder.embed_query(question)).tolist()

@@ -14,10 +14,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from rag.answer.text import CITATION, SENTENCE_END, normalize_answer
+from rag.answer.text import CITATION, SENTENCE_END, find_words, normalize_answer
 from rag.types import Hit
 
-# texts -> (n, dim) L2-normalised vectors; the Embedder's embed_documents
+# texts -> (n, dim) L2-normalised vectors; the Embedder's embed_sentences
 Embed = Callable[[list[str]], Any]
 
 # A claim is supported when at least this share of its content words occurs in one source sentence...
@@ -140,20 +140,22 @@ def check(answer: str, sources: Sequence[Hit], embed: Embed, question: str = "")
     for claim, vec in zip(parts, claim_vecs, strict=True):
         words = content_words(claim)
         sims = span_vecs @ vec
-        verbatim = claim.strip(" .;")
+        holds = [find_words(claim, c.text) is not None for c in candidates]
         # A sentence holding the claim word for word is its citation (a quote's own sentence), then overlap.
         best = max(
             range(len(candidates)),
             key=lambda i: (
-                verbatim in candidates[i].text,
+                holds[i],
                 overlap(words, span_words[i]),
                 float(sims[i]) + 0.5 * float(to_question[i]),
             ),
         )
         lexical = overlap(words, span_words[best])
         similarity = float(sims[best])
-        supported = all(w in span_words[best] for w in key_words(claim)) and (
-            lexical >= MIN_OVERLAP or (lexical >= MIN_OVERLAP_WITH_SIMILARITY and similarity >= MIN_SIMILARITY)
+        # Word for word is support even where whole words differ ("384" in "384-dimensional").
+        supported = holds[best] or (
+            all(w in span_words[best] for w in key_words(claim))
+            and (lexical >= MIN_OVERLAP or (lexical >= MIN_OVERLAP_WITH_SIMILARITY and similarity >= MIN_SIMILARITY))
         )
         span = candidates[best]
         out.append(

@@ -35,3 +35,26 @@ def normalize_answer(text: str) -> str:
     """SQuAD normalisation: lower-case, remove punctuation and articles, collapse whitespace."""
     text = "".join(ch for ch in text.lower() if ch not in _PUNCT)
     return " ".join(_ARTICLES.sub(" ", text).split())
+
+
+# Words are compared piece by piece: "384" is in "384-dimensional" (a hyphen, dash or slash splits a word).
+_PIECE = re.compile(r"[^\s\-‐‑–—/]+")
+
+
+def _pieces(text: str) -> list[tuple[str, re.Match[str]]]:
+    # Pieces that normalise to nothing (an article, a lone symbol) are skipped on both sides alike.
+    return [(norm, m) for m in _PIECE.finditer(text) if (norm := normalize_answer(m.group()))]
+
+
+def find_words(words: str, text: str) -> tuple[int, int] | None:
+    """Character offsets of the first place ``text`` holds ``words`` one after another, compared after SQuAD
+    normalisation (so case, punctuation and articles may differ); None when it does not, or ``words`` is empty."""
+    wanted = [norm for norm, _ in _pieces(words)]
+    n = len(wanted)
+    if not n:
+        return None
+    pieces = _pieces(text)
+    for i in range(len(pieces) - n + 1):
+        if [norm for norm, _ in pieces[i : i + n]] == wanted:
+            return pieces[i][1].start(), pieces[i + n - 1][1].end()
+    return None

@@ -104,9 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument(
         "--answer-mode",
         metavar="MODE",
-        help="quote (default: a verbatim span of the sources chosen by the model), auto (generate, check against "
-        "the sources, quote them when unsupported), generate or extract (the most similar source sentence); "
-        "env RAG_ANSWER_MODE",
+        help="auto (default: a free answer kept only as a span of a source sentence, else a quote), quote (a "
+        "verbatim span of the sources chosen by the model), generate (free) or extract (the most similar source "
+        "sentence); env RAG_ANSWER_MODE",
     )
     d = ask.add_argument_group("decoding (default: greedy)")
     d.add_argument("--max-new-tokens", type=int, default=128, metavar="N", help="answer length limit (128)")
@@ -133,8 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument(
         "--answer-mode",
         metavar="MODE",
-        help="decode as `rag ask` does in MODE: quote (default: constrained to a span of the sources), or "
-        "generate / auto (free); env RAG_ANSWER_MODE",
+        help="decode as `rag ask` does in MODE (default: the configured one, auto): quote (constrained to a span "
+        "of the sources), generate or auto (free); env RAG_ANSWER_MODE",
     )
 
     mp = sub.add_parser("map", parents=[common], help="draw the chunk embeddings in 2-D, coloured by document")

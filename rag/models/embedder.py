@@ -117,6 +117,24 @@ class Embedder:
         vecs = encode(texts, batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True)
         return np.asarray(vecs, dtype=np.float32)
 
+    def embed_sentences(self, texts: list[str]) -> np.ndarray:
+        """(n, dim) like :meth:`embed_documents`, through the ONNX export when there is one: for comparing source
+        sentences with a question while answering, where loading sentence-transformers would cost more than the
+        whole embedding. Stored vectors always come from :meth:`embed_documents`."""
+        if self._onnx is None or not texts:
+            return self.embed_documents(texts)
+        import numpy as np
+
+        self.calls += len(texts)
+        # Sorted by length, so each batch pads to similar lengths.
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        vectors: list[np.ndarray] = [np.empty(0)] * len(texts)
+        for at in range(0, len(order), self.batch_size):
+            batch = order[at : at + self.batch_size]
+            for i, vector in zip(batch, self._onnx.embed([texts[i] for i in batch]), strict=True):
+                vectors[i] = vector
+        return np.stack(vectors)
+
     def embed_query(self, text: str) -> np.ndarray:
         """(dim,) float32, L2-normalised."""
         import numpy as np

@@ -57,48 +57,95 @@ class Generator:
         cache = self.cache_path()
         return cache is not None and not (cache / ".complete").is_file()
 
-    @cached_property
-    def _loaded(self) -> tuple[Any, Any]:
+    def _where(self) -> tuple[str, dict[str, Any]]:
+        """Where transformers loads from: the converted cache, else the GGUF file or the folder (or hub id)."""
+        cache = self.cache_path()
+        if cache is not None and (cache / ".complete").is_file():
+            self.loaded_from = self.loaded_from or "cache"
+            return str(cache), {}
+        if cache is not None:
+            self.loaded_from = self.loaded_from or "gguf"
+            return self.source.location, {"gguf_file": self.source.gguf_file}
+        self.loaded_from = self.loaded_from or "folder"
+        return self.source.location, {}
+
+    def _timed_load(self, what: Any) -> Any:
+        """Call ``what`` (a loader), adding its time to ``load_seconds`` and naming the model when it fails."""
         prepare_hub_access(self.source.local)
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
-        if self.threads > 0:
-            torch.set_num_threads(self.threads)
         started = time.perf_counter()
-        cache = self.cache_path()
-        if cache is not None and (cache / ".complete").is_file():
-            location, extra, self.loaded_from = str(cache), {}, "cache"
-        elif cache is not None:
-            location, extra, self.loaded_from = (
-                self.source.location,
-                {"gguf_file": self.source.gguf_file},
-                "gguf",
-            )
-        else:
-            location, extra, self.loaded_from = self.source.location, {}, "folder"
-        local = self.source.local
         try:
             with _quiet_gguf_conversion():
-                tokenizer = AutoTokenizer.from_pretrained(location, local_files_only=local, **extra)
-                model = AutoModelForCausalLM.from_pretrained(location, local_files_only=local, dtype="auto", **extra)
+                return what()
+        except (ConfigError, ModelNotFoundError):
+            raise
         except Exception as e:  # not a model (a file that is not GGUF, a folder of something else), or damaged
             detail = f"{type(e).__name__}: {e}".splitlines()[0][:160]
             raise ModelNotFoundError(
                 f"generator {self.source.name!r} could not be loaded ({detail}); give a causal-LM folder, a .gguf "
                 "file or a hub id with --gen-model / RAG_GEN_MODEL"
             ) from None
-        model.eval()
-        if self.loaded_from == "gguf" and cache is not None:
-            _save_converted(model, tokenizer, cache)
-        self.load_seconds = time.perf_counter() - started
-        return model, tokenizer
+        finally:
+            self.load_seconds = (self.load_seconds or 0.0) + time.perf_counter() - started
 
-    @property
+    @cached_property
     def model(self) -> Any:
-        return self._loaded[0]
+        """The transformers model, loaded on first use: the lean backend needs it only once, to build its cache."""
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        if self.threads > 0:
+            torch.set_num_threads(self.threads)
+        converting = self.needs_conversion()
+        location, extra = self._where()
+
+        def load() -> Any:
+            model = AutoModelForCausalLM.from_pretrained(
+                location, local_files_only=self.source.local, dtype="auto", **extra
+            )
+            model.eval()
+            if converting:
+                _save_converted(model, self._tokenizer_from(location, extra), self.cache_path())
+            return model
+
+        return self._timed_load(load)
+
+    def _tokenizer_from(self, location: str, extra: dict[str, Any]) -> Any:
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(location, local_files_only=self.source.local, **extra)
+
+    @cached_property
+    def tokenizer(self) -> Any:
+        if self.needs_conversion():
+            _ = self.model  # converts the GGUF file once, tokenizer included
+        location, extra = self._where()
+        return self._timed_load(lambda: self._tokenizer_from(location, extra))
+
+    @cached_property
+    def config(self) -> Any:
+        """The model's settings (``config.json``), read without loading its weights or transformers' model code
+        (whose import alone costs seconds); a hub model's come with the model."""
+        if "model" in self.__dict__ or self.needs_conversion():
+            return self.model.config
+        location, _ = self._where()
+        path = Path(location) / "config.json"
+        if not path.is_file():
+            return self.model.config
+        import json
+        from types import SimpleNamespace
+
+        try:
+            return SimpleNamespace(**json.loads(path.read_text()))
+        except (ValueError, TypeError):
+            return self.model.config  # reports the damaged folder with the loader's own message
+
+    def lean_path(self) -> Path | None:
+        """Where the lean decoder's fused weights are kept (GGUF models: next to the converted weights)."""
+        cache = self.cache_path()
+        return None if cache is None else cache.with_name(cache.name + ".lean.pt")
 
     @cached_property
     def session(self) -> DecodingSession:
@@ -112,7 +159,7 @@ class Generator:
             return session
         from rag.models import lean
 
-        if self.backend == "transformers" or not lean.supports(self.model):
+        if self.backend == "transformers" or not lean.supports(self.config):
             if self.backend == "lean":
                 raise ConfigError(
                     f"RAG_GEN_BACKEND=lean: {self.source.name} is not a plain Llama model; use RAG_GEN_BACKEND=auto"
@@ -120,11 +167,32 @@ class Generator:
             from rag.models.hf_session import TransformersSession
 
             return TransformersSession(self.model)
+        return self._lean_session()
+
+    def _lean_session(self) -> DecodingSession:
+        """The lean decoder, from its fused weights when a previous process kept them (no transformers model is
+        loaded then), else built from the model, and kept for the next process."""
+        import torch
+
+        from rag.models import lean
+
+        if self.threads > 0:
+            torch.set_num_threads(self.threads)
+        path = self.lean_path()
         started = time.perf_counter()
-        cache = lean.PrefixCache(lean.LeanLlama(self.model, self.precision))
+        try:
+            shape, weights = lean.load(path) if path is not None and path.is_file() else (None, {})
+        except Exception:  # a damaged or older file: rebuilt below
+            shape, weights = None, {}
+        if shape is None:
+            shape = lean.Shape.of(self.model.config)
+            weights = lean.fuse(self.model.state_dict(), shape)
+            if path is not None:
+                lean.save(path, shape, weights)
+        session = lean.PrefixCache(lean.LeanLlama(shape, weights, self.precision))
         # Part of loading: the fused (and quantised) copy is made once per process.
         self.load_seconds = (self.load_seconds or 0.0) + time.perf_counter() - started
-        return cache
+        return session
 
     @property
     def backend_used(self) -> str:
@@ -136,16 +204,12 @@ class Generator:
         return "llamacpp" if self.backend == "llamacpp" else f"lean-{self.precision}"
 
     @property
-    def tokenizer(self) -> Any:
-        return self._loaded[1]
-
-    @property
     def layers(self) -> int:
-        return int(self.model.config.num_hidden_layers)
+        return int(self.config.num_hidden_layers)
 
     @property
     def context_window(self) -> int:
-        return int(getattr(self.model.config, "max_position_embeddings", 2048) or 2048)
+        return int(getattr(self.config, "max_position_embeddings", 2048) or 2048)
 
     # --- prompts ----------------------------------------------------------------------------------------------
 
@@ -192,12 +256,23 @@ class Generator:
     def eos_ids(self) -> set[int]:
         """Token ids that end an answer: the generation config's and the tokenizer's end-of-sequence."""
         eos: set[int] = set()
-        for value in (getattr(self.model.generation_config, "eos_token_id", None), self.tokenizer.eos_token_id):
+        for value in (self._generation_eos(), self.tokenizer.eos_token_id):
             if isinstance(value, int):
                 eos.add(value)
             elif value:
                 eos.update(int(v) for v in value)
         return eos
+
+    def _generation_eos(self) -> Any:
+        if "model" in self.__dict__:
+            return getattr(self.model.generation_config, "eos_token_id", None)
+        location, _ = self._where()
+        path = Path(location) / "generation_config.json"
+        if path.is_file():  # the converted cache and local folders; a hub model is loaded anyway
+            import json
+
+            return json.loads(path.read_text()).get("eos_token_id")
+        return getattr(self.model.generation_config, "eos_token_id", None)
 
     def _beam_search(
         self, ids: list[int], decoding: Decoding, extra: list[Any], stopping: list[Any]

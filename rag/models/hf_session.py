@@ -29,7 +29,7 @@ class TransformersSession:
         self.attention: list[np.ndarray] = []
         self.logits: list[torch.Tensor] = []
 
-    def prefill(self, ids: list[int], max_len: int) -> torch.Tensor:
+    def prefill(self, ids: list[int], max_len: int, only: list[int] | None = None) -> torch.Tensor:
         self.attention, self.logits, self._past = [], [], None
         if not self.record:
             return self._forward(ids)
@@ -39,7 +39,7 @@ class TransformersSession:
             self._forward(ids[:-1], record=False)
         return self._forward(ids[-1:])
 
-    def step(self, token: int) -> torch.Tensor:
+    def step(self, token: int, only: list[int] | None = None) -> torch.Tensor:
         return self._forward([token])
 
     def _forward(self, ids: list[int], record: bool | None = None) -> torch.Tensor:

@@ -7,7 +7,11 @@ another), the KV cache is preallocated once per answer (a static cache: no conca
 need no mask, and the linear layers can be int8 (fbgemm dynamic quantisation: a quarter of fp32's weight traffic,
 which is what bounds a decode step on a CPU). fp32 is the default: it reproduces transformers' greedy tokens
 exactly, while int8 everywhere lost answers (bench/RESULTS.md). "int8-head" quantises only the output projection,
-the largest matrix.
+the largest matrix; when the caller knows which few tokens may come next (a quote), only their rows of it are
+computed.
+
+The fused weights are kept in a file (:func:`save`, :func:`load`, memory-mapped), so a later process builds the
+decoder without loading the transformers model at all: importing its model code alone costs seconds.
 
 Only plain Llama and Qwen2 models qualify (see :func:`supports`); anything else keeps transformers' own forward.
 """
@@ -15,6 +19,9 @@ Only plain Llama and Qwen2 models qualify (see :func:`supports`); anything else 
 from __future__ import annotations
 
 import math
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -24,10 +31,10 @@ from torch.nn import functional as F
 from rag.config import PRECISIONS
 
 
-def supports(model: Any) -> bool:
-    """True when ``model`` is one the lean forward reproduces exactly: a Llama (no biases) or a Qwen2 (biases on
-    q/k/v only, no sliding window), with default RoPE and SiLU."""
-    cfg = model.config
+def supports(config: Any) -> bool:
+    """True when a model of this ``config`` is one the lean forward reproduces exactly: a Llama (no biases) or a
+    Qwen2 (biases on q/k/v only, no sliding window), with default RoPE and SiLU."""
+    cfg = config
     rope = getattr(cfg, "rope_parameters", None) or getattr(cfg, "rope_scaling", None) or {}
     kind = getattr(cfg, "model_type", None)
     plain = (
@@ -40,16 +47,80 @@ def supports(model: Any) -> bool:
     return kind == "qwen2" and plain and not getattr(cfg, "use_sliding_window", False)
 
 
-def _rope_theta(cfg: Any) -> float:
-    rope = getattr(cfg, "rope_parameters", None) or {}
-    return float(rope.get("rope_theta") or getattr(cfg, "rope_theta", 10000.0))
+@dataclass(frozen=True)
+class Shape:
+    """What the forward pass needs to know of a model besides its weights."""
+
+    layers: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    eps: float
+    rope_theta: float
+    max_positions: int
+
+    @classmethod
+    def of(cls, cfg: Any) -> Shape:
+        heads = int(cfg.num_attention_heads)
+        rope = getattr(cfg, "rope_parameters", None) or {}
+        return cls(
+            layers=int(cfg.num_hidden_layers),
+            heads=heads,
+            kv_heads=int(getattr(cfg, "num_key_value_heads", None) or heads),
+            head_dim=int(getattr(cfg, "head_dim", None) or cfg.hidden_size // heads),
+            eps=float(getattr(cfg, "rms_norm_eps", 1e-6)),
+            rope_theta=float(rope.get("rope_theta") or getattr(cfg, "rope_theta", 10000.0)),
+            max_positions=int(getattr(cfg, "max_position_embeddings", 2048) or 2048),
+        )
+
+
+def fuse(state: dict[str, torch.Tensor], shape: Shape) -> dict[str, torch.Tensor]:
+    """A transformers state dict rearranged for the lean forward, fp32: q/k/v in one matrix, gate/up in another.
+
+    ``head`` is absent when the output projection is the (tied) embedding.
+    """
+    sd = {k: v.detach().float() for k, v in state.items()}
+    out = {"embed": sd["model.embed_tokens.weight"], "norm": sd["model.norm.weight"]}
+    head = sd.get("lm_head.weight")
+    if head is not None and head.data_ptr() != out["embed"].data_ptr() and not torch.equal(head, out["embed"]):
+        out["head"] = head
+    for i in range(shape.layers):
+        p = f"model.layers.{i}."
+        out[f"{i}.ln1"] = sd[p + "input_layernorm.weight"]
+        out[f"{i}.qkv"] = torch.cat([sd[p + f"self_attn.{n}_proj.weight"] for n in "qkv"])
+        biases = [sd.get(p + f"self_attn.{n}_proj.bias") for n in "qkv"]  # Qwen2 has them
+        if all(b is not None for b in biases):
+            out[f"{i}.qkv_bias"] = torch.cat(biases)  # type: ignore[arg-type]
+        out[f"{i}.o"] = sd[p + "self_attn.o_proj.weight"]
+        out[f"{i}.ln2"] = sd[p + "post_attention_layernorm.weight"]
+        out[f"{i}.gate_up"] = torch.cat([sd[p + "mlp.gate_proj.weight"], sd[p + "mlp.up_proj.weight"]])
+        out[f"{i}.down"] = sd[p + "mlp.down_proj.weight"]
+    return out
+
+
+def save(path: Path, shape: Shape, weights: dict[str, torch.Tensor]) -> None:
+    """Write fused weights so that a later process skips loading the transformers model (atomically)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    try:
+        torch.save({"shape": asdict(shape), "weights": {k: v.contiguous() for k, v in weights.items()}}, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def load(path: Path) -> tuple[Shape, dict[str, torch.Tensor]]:
+    """Fused weights written by :func:`save`, memory-mapped (no copy is read until a layer needs it)."""
+    data = torch.load(path, mmap=True, weights_only=True)
+    return Shape(**data["shape"]), data["weights"]
 
 
 def _linear(weight: torch.Tensor, precision: str, bias: torch.Tensor | None = None) -> nn.Module:
-    layer = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
-    layer.weight = nn.Parameter(weight.detach().float().contiguous(), requires_grad=False)
+    # On the meta device: nn.Linear would otherwise fill a fresh matrix with random numbers only to be replaced.
+    layer = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None, device="meta")
+    layer.weight = nn.Parameter(weight.float().contiguous(), requires_grad=False)
     if bias is not None:
-        layer.bias = nn.Parameter(bias.detach().float().contiguous(), requires_grad=False)
+        layer.bias = nn.Parameter(bias.float().contiguous(), requires_grad=False)
     if precision == "fp32":
         return layer
     import warnings
@@ -65,42 +136,40 @@ def _linear(weight: torch.Tensor, precision: str, bias: torch.Tensor | None = No
 class LeanLlama:
     """The model's weights rearranged for decoding one sequence, plus its preallocated KV cache."""
 
-    def __init__(self, model: Any, precision: str = "int8") -> None:
+    def __init__(self, shape: Shape, weights: dict[str, torch.Tensor], precision: str = "fp32") -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"precision {precision!r}: use one of {', '.join(PRECISIONS)}")
-        cfg = model.config
         self.precision = precision
-        self.n_heads = cfg.num_attention_heads
-        self.n_kv = cfg.num_key_value_heads
-        self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // self.n_heads
-        self.eps = float(cfg.rms_norm_eps)
-        self.max_positions = int(getattr(cfg, "max_position_embeddings", 2048) or 2048)
-        sd = {k: v.detach().float() for k, v in model.state_dict().items()}
-        self.embed = sd["model.embed_tokens.weight"]
-        self.norm = sd["model.norm.weight"]
-        self.lm_head = _linear(sd.get("lm_head.weight", self.embed), "fp32" if precision == "fp32" else "int8")
+        self.n_heads, self.n_kv, self.head_dim = shape.heads, shape.kv_heads, shape.head_dim
+        self.eps = shape.eps
+        self.max_positions = shape.max_positions
+        self.embed = weights["embed"]
+        self.norm = weights["norm"]
+        # The output projection in fp32, for the logits of a few tokens (see forward's ``only``).
+        self.head_weight = weights.get("head", self.embed)
+        self.lm_head = _linear(self.head_weight, "fp32" if precision == "fp32" else "int8")
         body = "int8" if precision == "int8" else "fp32"
-        self.layers = []
-        for i in range(cfg.num_hidden_layers):
-            p = f"model.layers.{i}."
-            qkv = torch.cat([sd[p + f"self_attn.{n}_proj.weight"] for n in "qkv"])
-            biases = [sd.get(p + f"self_attn.{n}_proj.bias") for n in "qkv"]  # Qwen2 has them
-            qkv_bias = torch.cat(biases) if all(b is not None for b in biases) else None
-            gate_up = torch.cat([sd[p + "mlp.gate_proj.weight"], sd[p + "mlp.up_proj.weight"]])
-            self.layers.append(
-                (
-                    sd[p + "input_layernorm.weight"],
-                    _linear(qkv, body, qkv_bias),
-                    _linear(sd[p + "self_attn.o_proj.weight"], body),
-                    sd[p + "post_attention_layernorm.weight"],
-                    _linear(gate_up, body),
-                    _linear(sd[p + "mlp.down_proj.weight"], body),
-                )
+        self.layers = [
+            (
+                weights[f"{i}.ln1"],
+                _linear(weights[f"{i}.qkv"], body, weights.get(f"{i}.qkv_bias")),
+                _linear(weights[f"{i}.o"], body),
+                weights[f"{i}.ln2"],
+                _linear(weights[f"{i}.gate_up"], body),
+                _linear(weights[f"{i}.down"], body),
             )
+            for i in range(shape.layers)
+        ]
         half = self.head_dim // 2
-        self.inv_freq = 1.0 / (_rope_theta(cfg) ** (torch.arange(0, half, dtype=torch.float32) / half))
+        self.inv_freq = 1.0 / (shape.rope_theta ** (torch.arange(0, half, dtype=torch.float32) / half))
         self.cache_k: torch.Tensor | None = None
         self.cache_v: torch.Tensor | None = None
+
+    @classmethod
+    def from_model(cls, model: Any, precision: str = "fp32") -> LeanLlama:
+        """The lean copy of a loaded transformers model."""
+        shape = Shape.of(model.config)
+        return cls(shape, fuse(model.state_dict(), shape), precision)
 
     def _rms(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * weight
@@ -123,10 +192,12 @@ class LeanLlama:
             self.cache_v = torch.zeros(shape)
 
     @torch.inference_mode()
-    def forward(self, ids: list[int], start: int) -> torch.Tensor:
+    def forward(self, ids: list[int], start: int, only: list[int] | None = None) -> torch.Tensor:
         """Logits (vocab,) for the position after ``ids``, which sit at positions ``start``.. of the sequence.
 
-        Positions before ``start`` must already be in the cache (from earlier calls).
+        Positions before ``start`` must already be in the cache (from earlier calls). ``only``: compute the
+        logits of these token ids alone (the rest are -inf); a quote admits a handful of tokens per step, and the
+        full output projection is the largest matrix of a small model.
         """
         assert self.cache_k is not None and self.cache_v is not None, "call reset() first"
         t = len(ids)
@@ -159,7 +230,13 @@ class LeanLlama:
             gu = gate_up(self._rms(h, ln2))
             g, u = gu.chunk(2, dim=-1)
             h = h + down(F.silu(g) * u)
-        return self.lm_head(self._rms(h[-1:], self.norm))[0]
+        last = self._rms(h[-1:], self.norm)
+        if only is None:
+            return self.lm_head(last)[0]
+        logits = torch.full((self.head_weight.shape[0],), float("-inf"))
+        index = torch.tensor(only, dtype=torch.long)
+        logits[index] = self.head_weight[index] @ last[0]
+        return logits
 
 
 class PrefixCache:
@@ -173,7 +250,7 @@ class PrefixCache:
         self.lean = lean
         self.ids: list[int] = []
 
-    def prefill(self, ids: list[int], max_len: int) -> torch.Tensor:
+    def prefill(self, ids: list[int], max_len: int, only: list[int] | None = None) -> torch.Tensor:
         """Logits after ``ids``, computing only what the cache does not already hold."""
         if self.lean.cache_k is None or self.lean.cache_k.shape[2] < max_len:
             self.lean.reset(max_len)
@@ -183,11 +260,11 @@ class PrefixCache:
             if a != b:
                 break
             same += 1
-        logits = self.lean.forward(ids[same:], same)
+        logits = self.lean.forward(ids[same:], same, only)
         self.ids = list(ids)
         return logits
 
-    def step(self, token: int) -> torch.Tensor:
-        logits = self.lean.forward([token], len(self.ids))
+    def step(self, token: int, only: list[int] | None = None) -> torch.Tensor:
+        logits = self.lean.forward([token], len(self.ids), only)
         self.ids.append(token)
         return logits

@@ -53,7 +53,7 @@ class LlamaCppSession:
         row = self._lib.llama_get_logits_ith(self.llm.ctx, -1)
         return torch.from_numpy(np.ctypeslib.as_array(row, shape=(self.llm.n_vocab(),)).copy())
 
-    def prefill(self, ids: list[int], max_len: int) -> torch.Tensor:
+    def prefill(self, ids: list[int], max_len: int, only: list[int] | None = None) -> torch.Tensor:
         """Logits after ``ids``, evaluating only what follows the prefix the context already holds."""
         if max_len > self.llm.n_ctx():
             raise ValueError(f"{max_len} positions do not fit llama.cpp's {self.llm.n_ctx()}-token context")
@@ -67,7 +67,7 @@ class LlamaCppSession:
         self.ids = list(ids)
         return logits
 
-    def step(self, token: int) -> torch.Tensor:
+    def step(self, token: int, only: list[int] | None = None) -> torch.Tensor:
         logits = self._eval([token])
         self.ids.append(token)
         return logits

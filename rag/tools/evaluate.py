@@ -100,11 +100,18 @@ def _mean(rows: list[dict[str, float]]) -> dict[str, float]:
 
 
 def _answer_means(rows: list[dict[str, float]]) -> dict[str, float]:
-    """Means over all questions, but faithfulness over the answered ones: declining is not unfaithful."""
+    """Means over all questions, but faithfulness over the answered ones: declining is not unfaithful; and the
+    median and 90th percentile of the seconds per answer (a slow tail hides in a mean)."""
+    import numpy as np
+
     means = _mean(rows)
     answered = [r for r in rows if r["answered"]]
     if "faithful" in means:
         means["faithful"] = sum(r["faithful"] for r in answered) / len(answered) if answered else 0.0
+    seconds = [r["seconds_per_answer"] for r in rows if "seconds_per_answer" in r]
+    if seconds:
+        means["seconds_median"] = float(np.median(seconds))
+        means["seconds_p90"] = float(np.percentile(seconds, 90))
     return means
 
 
