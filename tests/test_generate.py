@@ -58,6 +58,7 @@ def test_a_causal_lm_folder_can_be_configured(sample_index: Index) -> None:
     config = Config.load(index=sample_index.store.directory, gen_model=str(folder))
     index = Index(sample_index.store, config)
     index.embedder = sample_index.embedder
-    answer = index.ask("Who started the llama.cpp project?", decoding=Decoding(max_new_tokens=12))
+    twelve = Decoding(max_new_tokens=12)
+    answer = index.ask("Who started the llama.cpp project?", decoding=twelve, answer_mode="generate")
     assert index.generator.loaded_from == "folder"
     assert answer.answered and 0 < answer.answer_tokens <= 12
