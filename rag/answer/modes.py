@@ -37,9 +37,9 @@ GENERATE_PROMPT = (
     "the sources: a name, a number, a date or a few words. Do not write a sentence. If the sources do not "
     'contain the answer, say "I don\'t know."'
 )
-# Quotes: at most this many tokens, cut where the model's end-of-sequence margin is highest. A quote is copied from
-# the one sentence most similar to the question: a 135M model picks the right sentence less often than the
-# embedder does, and a shorter choice is also faster.
+# Quotes: at most this many tokens, cut where the model's end-of-sequence margin is highest, copied from the
+# sentences most similar to the question. The most similar one holds the answer less often than the best three
+# do, and the 0.5B tier picks among three better than from one (docs/quality.md); the 135M tier was tuned to one.
 QUOTE_TOKENS = 16
 QUOTE_SENTENCES = 3
 # auto's free answer must be a short span of a source to be kept, so decoding longer is wasted time.

@@ -129,11 +129,11 @@ def processors(decoding: Decoding, extra: Sequence[Any]) -> list[Any]:
     """The score transforms ``model.generate`` would apply for ``decoding``, in its order: repetition rules, the
     caller's processors, then temperature, top-k and top-p when sampling. transformers' own classes, so the loop
     here and ``generate`` treat scores identically."""
-    chain: list[Any] = []
     if decoding.repetition_penalty == 1.0 and decoding.no_repeat_ngram_size == 0 and decoding.temperature == 0:
         return [*extra]  # greedy and plain: no need to import transformers' generation machinery
     from transformers import generation as g
 
+    chain: list[Any] = []
     if decoding.repetition_penalty != 1.0:
         chain.append(g.RepetitionPenaltyLogitsProcessor(decoding.repetition_penalty))
     if decoding.no_repeat_ngram_size > 0:
