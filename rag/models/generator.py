@@ -179,9 +179,12 @@ class Generator:
         if self.threads > 0:
             torch.set_num_threads(self.threads)
         path = self.lean_path()
+        kept = path if path is not None and path.is_file() else None
+        if kept is None:
+            _ = self.model  # timed as the model's own load
         started = time.perf_counter()
         try:
-            shape, weights = lean.load(path) if path is not None and path.is_file() else (None, {})
+            shape, weights = lean.load(kept) if kept is not None else (None, {})
         except Exception:  # a damaged or older file: rebuilt below
             shape, weights = None, {}
         if shape is None:
@@ -256,14 +259,16 @@ class Generator:
     def eos_ids(self) -> set[int]:
         """Token ids that end an answer: the generation config's and the tokenizer's end-of-sequence."""
         eos: set[int] = set()
-        for value in (self._generation_eos(), self.tokenizer.eos_token_id):
+        for value in (self._generation_eos, self.tokenizer.eos_token_id):
             if isinstance(value, int):
                 eos.add(value)
             elif value:
                 eos.update(int(v) for v in value)
         return eos
 
+    @cached_property
     def _generation_eos(self) -> Any:
+        # Read once: every answer asks for the end-of-sequence ids.
         if "model" in self.__dict__:
             return getattr(self.model.generation_config, "eos_token_id", None)
         location, _ = self._where()

@@ -31,10 +31,9 @@ from torch.nn import functional as F
 from rag.config import PRECISIONS
 
 
-def supports(config: Any) -> bool:
-    """True when a model of this ``config`` is one the lean forward reproduces exactly: a Llama (no biases) or a
+def supports(cfg: Any) -> bool:
+    """True when a model of this config is one the lean forward reproduces exactly: a Llama (no biases) or a
     Qwen2 (biases on q/k/v only, no sliding window), with default RoPE and SiLU."""
-    cfg = config
     rope = getattr(cfg, "rope_parameters", None) or getattr(cfg, "rope_scaling", None) or {}
     kind = getattr(cfg, "model_type", None)
     plain = (
