@@ -271,8 +271,8 @@ class Index:
 
         ``retrieval`` and ``filters`` choose the retrieval as in :meth:`retrieve` (default: hybrid, no filter).
         ``quote`` and ``extract`` yield the finished answer as one piece. In ``auto`` mode the pieces are the
-        generated answer; when the support check rejects it, ``.answer`` holds the quote that replaced it
-        (``answer.answer_mode == "quote"``).
+        generated answer; when the support check rejects it, ``.answer`` holds the source sentence that replaced
+        it (``answer.answer_mode == "extract"``).
         """
         decoding = decoding or Decoding()
         decoding.validate()

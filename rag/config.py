@@ -17,7 +17,7 @@ from rag.errors import ConfigError
 
 BUNDLED_EMBEDDER = "all-MiniLM-L6-v2"
 # The default generator tier: the better answers within the speed target (docs/quality.md, rag/models/bundled.py).
-BUNDLED_GENERATOR = "Qwen2.5-Coder-0.5B-Instruct"
+BUNDLED_GENERATOR = "Qwen2.5-Coder-1.5B-Instruct"
 ENV_PREFIX = "RAG_"
 # The names settings are validated against live here, below every stage that uses them, so that config imports
 # nothing of the code it configures.
@@ -28,9 +28,10 @@ ANSWER_MODES = ("quote", "auto", "generate", "extract")
 # forward pass under the same loop; "auto": lean when the model is a plain Llama, else transformers; "llamacpp":
 # the same loop over llama.cpp's forward pass on the GGUF file (optional; never chosen by "auto").
 BACKENDS = ("auto", "lean", "transformers", "llamacpp")
-# The lean decoder's linear layers: "fp32" (transformers' exact numbers), "int8-head" (the output projection in
-# int8) or "int8" (all of them).
-PRECISIONS = ("fp32", "int8-head", "int8")
+# The lean decoder's linear layers (rag/models/lean.py): "fp32" (transformers' exact numbers), "mixed" (int8 but
+# the MLP's down projection), "int8" (all of them), "int8-head" (the output projection alone) or "bf16"; "auto" is
+# the precision a bundled tier was measured best at (rag/models/bundled.py), fp32 for any other model.
+PRECISIONS = ("auto", "fp32", "mixed", "int8", "int8-head", "bf16")
 # Settings renamed since an earlier release: the old environment variable gets a message naming the new one.
 RENAMED = {"top_k": "sources_k", "retrieval_mode": "retrieval"}
 
@@ -76,7 +77,8 @@ class Config:
     # chunks. A small model states the fact far more often from a few relevant sentences than from five chunks.
     focus_sentences: int = 6
     # How `ask` answers, one of ANSWER_MODES. With the default tier, auto (a free answer kept only as a span of a
-    # source sentence, else a quote) scored best on the XQuAD tuning half within the time budget (docs/quality.md).
+    # source sentence, else the best sentence) scored best on the XQuAD tuning half within the time budget
+    # (docs/quality.md).
     answer_mode: str = "auto"
     # Prompt + answer token budget for the generator; smaller is faster on a CPU.
     context_tokens: int = 2048
@@ -105,9 +107,8 @@ class Config:
     embed_runtime: str = "auto"
     # Generator backend, one of BACKENDS.
     gen_backend: str = "auto"
-    # The lean decoder's linear layers, one of PRECISIONS: fp32 by default because int8 everywhere measurably
-    # lost answers (bench/RESULTS.md).
-    gen_precision: str = "fp32"
+    # The lean decoder's linear layers, one of PRECISIONS.
+    gen_precision: str = "auto"
 
     @classmethod
     def load(cls, **overrides: Any) -> Config:

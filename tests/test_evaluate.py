@@ -128,6 +128,31 @@ def test_qa_eval_scores_answer_modes_side_by_side(qa_folder: Path, cache_dir: Pa
     assert all(scores["seconds_per_answer"] > 0 for scores in report.answers.values())
 
 
+def test_qa_eval_answers_with_several_generators_side_by_side(
+    qa_folder: Path, cache_dir: Path, sample_index: Index
+) -> None:
+    config = Config.load(cache_dir=cache_dir)
+    source = sample_index.generator.source
+    same_model = str(Path(source.location) / source.gguf_file)  # the fast tier again, named by its file
+    report = evaluate(
+        qa_folder,
+        config,
+        answer_modes=["extract"],
+        generators=[config.gen_model, same_model],
+        embedder=sample_index.embedder,
+    )
+    assert list(report.answers) == [f"{config.gen_model} · extract", f"{same_model} · extract"]
+    first, second = report.answers.values()
+    assert first["answer_contained"] == 1.0 and first["answered"] == 1.0
+    # One model under two names packs the same prompts, so it extracts the same sentences.
+    assert {k: v for k, v in first.items() if "seconds" not in k} == {
+        k: v for k, v in second.items() if "seconds" not in k
+    }
+    out = run("eval", str(qa_folder), "--answer-mode", "extract", "--generator", same_model, "--retrieval", "bm25")
+    assert out.returncode == 0, out.stderr
+    assert "answer_contained" in out.stdout and "extract" in out.stdout
+
+
 def test_load_qa_limit_spreads_over_the_split(tmp_path: Path) -> None:
     questions = tmp_path / "questions.jsonl"
     questions.write_text("".join(json.dumps({"question": f"q{n}", "answers": [str(n)]}) + "\n" for n in range(20)))

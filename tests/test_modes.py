@@ -82,8 +82,8 @@ QUESTION = "Who introduced nucleus (top-p) sampling?"
 def test_every_mode_answers_with_checked_support(sample_index: Index, mode: str) -> None:
     answer = sample_index.ask(QUESTION, answer_mode=mode, decoding=Decoding(max_new_tokens=24))
     assert answer.settings["answer_mode"] == mode
-    # auto replaces an unsupported answer by a quote; a quote with no content of its own by the best sentence.
-    produced = {"auto": {"generate", "quote", "extract"}, "quote": {"quote", "extract"}}.get(mode, {mode})
+    # auto and quote replace an unsupported answer (a quote: one with no content of its own) by the best sentence.
+    produced = {"auto": {"generate", "extract"}, "quote": {"quote", "extract"}}.get(mode, {mode})
     assert answer.answer_mode in produced
     assert answer.support, answer
     assert answer.supported == all(s.supported for s in answer.support)

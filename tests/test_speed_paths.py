@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 from rag import Decoding, Index
-from rag.models import llamacpp
+from rag.models import lean, llamacpp
 from rag.models.generator import Generator
+from rag.models.sources import resolve_generator
 from rag.storage.store import Store
 
 from .conftest import ROOT
@@ -178,6 +179,39 @@ def test_lean_logits_of_a_few_tokens_equal_the_full_ones(backends: dict[str, Gen
     some = gen.session.prefill(ids, len(ids) + 4, only=few)
     assert torch.allclose(some[few], full[few], atol=1e-4)
     assert torch.isinf(some).sum() == len(full) - len(few)
+
+
+@pytest.mark.parametrize("precision", ["int8", "mixed", "bf16"])
+def test_lower_precisions_stay_close_to_fp32_and_keep_their_own_weights(
+    backends: dict[str, Generator], precision: str
+) -> None:
+    import torch
+
+    reference = backends["lean-fp32"]
+    ids = reference._encode(reference.render(QUESTION))
+    full = reference.session.prefill(ids, len(ids) + 4)
+    gen = Generator(reference.source, reference.cache_dir, backend="lean", precision=precision)
+    got = gen.session.prefill(ids, len(ids) + 4)
+    assert gen.backend_used == f"lean-{precision}"
+    assert int(got.argmax()) == int(full.argmax())
+    assert float(torch.nn.functional.cosine_similarity(got, full, dim=0)) > 0.99
+    # Kept as the decoder uses them (nothing to convert in a later process), beside the fp32 file.
+    path = gen.lean_path()
+    assert path is not None and path != reference.lean_path()
+    _, kept = lean.load(path)
+    assert kept["0.qkv"].dtype == (torch.bfloat16 if precision == "bf16" else torch.int8)
+    assert (kept["0.down"].dtype == torch.float32) == (precision == "mixed")
+    later = Generator(reference.source, reference.cache_dir, backend="lean", precision=precision)
+    assert torch.equal(later.session.prefill(ids, len(ids) + 4), got)
+    assert "model" not in later.__dict__
+
+
+def test_auto_precision_is_the_bundled_tier_s_own(sample_index: Index) -> None:
+    source, cache = sample_index.generator.source, sample_index.generator.cache_dir
+    assert Generator(source, cache).precision == "fp32"  # the fast tier's
+    large = Generator(resolve_generator("qwen2.5-coder-1.5b-instruct", cache, assemble=False), cache)
+    assert large.precision == "int8"
+    assert Generator(source, cache, precision="mixed").precision == "mixed"
 
 
 def test_lean_weights_are_kept_so_a_later_process_skips_the_transformers_model(backends: dict[str, Generator]) -> None:

@@ -15,6 +15,7 @@ from rag.models.generator import Generator
 from rag.models.sources import resolve_generator
 
 QWEN = "qwen2.5-coder-0.5b-instruct"
+LARGE = "qwen2.5-coder-1.5b-instruct"
 MESSAGES = [
     {"role": "system", "content": "Answer with a few words from the source."},
     {
@@ -33,8 +34,10 @@ def test_tiers_resolve_by_name_in_any_case(cache_dir: Path) -> None:
     assert planned.location == str(cache_dir / "elsewhere" / "models") and not Path(planned.location).exists()
     report = config_report(Config.load(gen_model=QWEN, cache_dir=cache_dir / "elsewhere"))
     assert report["gen_model_location"].endswith("Qwen2.5-Coder-0.5B-Instruct.gguf")
+    assert "middle tier" in report["gen_model_tier"] and "the default" not in report["gen_model_tier"]
     # Which tier is in use, and why: the default is named as such, with what it is for.
-    assert "best answers" in report["gen_model_tier"] and "the default" in report["gen_model_tier"]
+    default = config_report(Config.load(gen_model=LARGE, cache_dir=cache_dir / "elsewhere"))
+    assert "best answers" in default["gen_model_tier"] and "the default" in default["gen_model_tier"]
     fast = config_report(Config.load(gen_model="smollm2-135m-instruct", cache_dir=cache_dir / "elsewhere"))
     assert "fast tier" in fast["gen_model_tier"] and "the default" not in fast["gen_model_tier"]
     with pytest.raises(ModelNotFoundError, match=r"Qwen2\.5-Coder-0\.5B-Instruct"):

@@ -5,7 +5,7 @@
   likelihood, so the answer is a verbatim, citable quote.
 - ``extract``: no generation; the source sentence most similar to the question.
 - ``auto``: ``generate`` a short answer and keep it only as the span of a source sentence that holds its words
-  (:func:`snap`), else fall back to ``quote`` over the same prompt.
+  (:func:`snap`), else fall back to ``extract``.
 
 The default (``Config.answer_mode``) is ``auto``, chosen on the XQuAD tuning half (docs/quality.md). The path
 that runs them, with the fallbacks between them, is rag/answer/pipeline.py.

@@ -2,9 +2,9 @@
 
 Given the retrieved hits: fit them into the generator's context budget (the focus sentences of each, packed in
 rank order), produce the text in the answer mode (free generation, a constrained quote, or the best sentence),
-then check it against the sources and fall back when the check fails: ``auto`` -> ``quote`` when the generated
-answer is not a span of a source sentence, ``quote`` -> ``extract`` when the quote has no content of its own, and
-"not in the sources" when there is no sentence at all.
+then check it against the sources and fall back when the check fails: ``auto`` -> ``extract`` (the best
+sentence) when the generated answer is not a span of a source sentence, ``quote`` -> ``extract`` when the quote
+has no content of its own, and "not in the sources" when there is no sentence at all.
 """
 
 from __future__ import annotations
@@ -148,20 +148,17 @@ def _answer(
         text = trim(text, question)
     elif mode == "auto":
         # Kept only as the source writes it: a free answer is often right but worded its own way or restating
-        # the question; one that is not a span of a source sentence is replaced by a quote.
+        # the question; one that is not a span of a source sentence is replaced by the best sentence.
         shown = best_sentences(question, packed.sources, packed.excerpts, similar, None)
         text = snap(trim(text, question), shown)
     supports = check(text, packed.sources, similar.embed, question)
     timings["verify_s"] = time.perf_counter() - started
     new_tokens = stats.new_tokens
     if mode == "auto" and not (text and is_supported(supports)):
-        started = time.perf_counter()
-        quoted, fallback = _quote(answerer, question, packed, decoding, session)
-        runs.append(Run("quote", fallback))
-        new_tokens += fallback.new_tokens
-        text, produced_by = trim(quoted.strip(), question), "quote"
+        # The source sentence most like the question holds the answer more often than a constrained quote cut
+        # from it does (docs/quality.md), and costs no decoding.
+        text, produced_by = best_sentence(question, packed.sources, packed.excerpts, similar), "extract"
         supports = check(text, packed.sources, similar.embed, question)
-        timings["fallback_s"] = time.perf_counter() - started
     if produced_by == "quote" and not is_supported(supports):
         # A verbatim quote fails the check only when it has no content of its own (a cut "It was", or the
         # question's words): the most similar sentence is the better quote then.
@@ -196,13 +193,10 @@ def _quote(
     model most wanted to end it. The stats say how many tokens the cut kept."""
     gen = answerer.generator
     constraint = quote_constraint(question, packed, answerer.similarity, gen.tokenizer)
-    # auto's fallback keeps the prompt its free answer read, so the decoder reuses that prompt's keys and values
-    # instead of reading it again.
-    messages = packed.messages
     # One sequence: the cut reads the end-of-sequence margins of the quote as it was written, which beam search
     # would reorder under it.
     limit = replace(decoding, max_new_tokens=min(decoding.max_new_tokens, QUOTE_TOKENS), stop=(), num_beams=1)
-    _, stats = drain(gen.stream(messages, limit, [constraint], session=session))
+    _, stats = drain(gen.stream(packed.messages, limit, [constraint], session=session))
     return constraint.best_end(), replace(stats, kept_tokens=constraint.best_step())
 
 
@@ -222,7 +216,7 @@ class AnswerStream:
     """Iterate for the answer's text pieces; ``answer`` is ready once iteration has finished.
 
     ``prompt`` is what the generator read (None when nothing relevant was retrieved), ``runs`` the decoding runs
-    the answer took (an ``auto`` answer that fell back to a quote took two).
+    the answer took.
     """
 
     prompt: PackedPrompt | None = None

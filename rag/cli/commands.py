@@ -120,7 +120,7 @@ def _cmd_ask(args: argparse.Namespace) -> int:
     stream_to_terminal = not args.json and sys.stdout.isatty()
     with _open(config) as index:
         if not args.quiet and sys.stderr.isatty() and index.generator.needs_conversion():
-            print("rag ask: converting the GGUF generator to safetensors, once (about 20 s)...", file=sys.stderr)
+            print("rag ask: converting the GGUF generator, once (a minute or more)...", file=sys.stderr)
         stream = index.ask_stream(args.question, k=args.k, decoding=decoding, filters=filters)
         streamed = []
         for piece in stream:
@@ -134,8 +134,10 @@ def _cmd_ask(args: argparse.Namespace) -> int:
         return 0
     if stream_to_terminal and streamed:
         print()
-        if "".join(streamed).strip() != answer.text:  # auto mode replaced an unsupported answer
-            print(f"(not supported by the sources; {'quoting them' if answer.answered else 'no answer'} instead)")
+        asked = answer.settings.get("answer_mode")
+        if answer.answer_mode != ("generate" if asked == "auto" else asked):  # the closest sentence replaced it
+            instead = "the closest source sentence" if answer.answered else "no answer"
+            print(f"(not supported by the sources; {instead} instead)")
             print(clean(answer.text))
     else:
         print(clean(answer.text))
@@ -357,6 +359,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             limit=args.limit,
             answers=args.answers,
             answer_modes=args.answer_mode,
+            generators=args.generator,
             progress=line,
         )
     finally:

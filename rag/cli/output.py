@@ -140,10 +140,11 @@ def print_eval(r: EvalReport) -> None:
     for metric in metrics:
         print(f"{metric:<14}" + "".join(f"{r.modes[m].get(metric, 0.0):>10.4f}" for m in modes))
     if r.answers:
-        answer_modes = list(r.answers)
-        print(f"{'answers':<18}" + "".join(f"{m:>10}" for m in answer_modes))
+        runs = list(r.answers)
+        width = {m: max(10, len(m) + 2) for m in runs}  # "GENERATOR · MODE" labels when several generators answer
+        print(f"{'answers':<18}" + "".join(f"{m:>{width[m]}}" for m in runs))
         for metric in dict.fromkeys(k for scores in r.answers.values() for k in scores):
-            print(f"{metric:<18}" + "".join(f"{r.answers[m].get(metric, 0.0):>10.3f}" for m in answer_modes))
+            print(f"{metric:<18}" + "".join(f"{r.answers[m].get(metric, 0.0):>{width[m]}.3f}" for m in runs))
     s = r.settings
     print(
         f"settings: chunks {s['chunk_tokens']}/{s['chunk_overlap']} · rrf_k {s['rrf_k']:g} · weights dense "

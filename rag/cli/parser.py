@@ -104,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument(
         "--answer-mode",
         metavar="MODE",
-        help="auto (default: a free answer kept only as a span of a source sentence, else a quote), quote (a "
+        help="auto (default: a free answer kept only as a span of a source sentence, else the best sentence), quote (a "
         "verbatim span of the sources chosen by the model), generate (free) or extract (the most similar source "
         "sentence); env RAG_ANSWER_MODE",
     )
@@ -177,6 +177,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         metavar="MODE",
         help="with --answers: quote, auto, generate or extract; repeatable (default: all four, side by side)",
+    )
+    ev.add_argument(
+        "--generator",
+        action="append",
+        metavar="M",
+        help="with --answers: answer with generator M (bundled tier name, causal-LM folder or .gguf file); "
+        "repeatable, one after the other, side by side (default: the configured --gen-model)",
     )
     ev.add_argument("--chunk-tokens", type=int, metavar="N", help="chunk size for the evaluation index")
     ev.add_argument("--chunk-overlap", type=int, metavar="N", help="chunk overlap for the evaluation index")

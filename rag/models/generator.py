@@ -19,6 +19,7 @@ from typing import Any
 
 from rag.config import BACKENDS, PRECISIONS, one_of
 from rag.errors import ConfigError, ModelNotFoundError
+from rag.models import bundled
 from rag.models.decoding import Decoding, DecodingSession, GenerationStats, decode
 from rag.models.sources import GeneratorSource, prepare_hub_access
 
@@ -29,7 +30,7 @@ class Generator:
     """A causal LM with its tokenizer and chat template. Loads on first use."""
 
     def __init__(
-        self, source: GeneratorSource, cache_dir: Path, threads: int = 0, backend: str = "auto", precision: str = "fp32"
+        self, source: GeneratorSource, cache_dir: Path, threads: int = 0, backend: str = "auto", precision: str = "auto"
     ) -> None:
         one_of("RAG_GEN_BACKEND", backend, BACKENDS)
         one_of("RAG_GEN_PRECISION", precision, PRECISIONS)
@@ -37,7 +38,7 @@ class Generator:
         self.cache_dir = cache_dir
         self.threads = threads
         self.backend = backend
-        self.precision = precision
+        self.asked_precision = precision
         self.load_seconds: float | None = None
         self.loaded_from: str | None = None  # "cache", "gguf" or "folder"
 
@@ -142,10 +143,21 @@ class Generator:
         except (ValueError, TypeError):
             return self.model.config  # reports the damaged folder with the loader's own message
 
+    @cached_property
+    def precision(self) -> str:
+        """The lean decoder's precision: the one asked for, or for "auto" the bundled tier's own (fp32 for any other
+        model)."""
+        if self.asked_precision != "auto":
+            return self.asked_precision
+        tier = bundled.tier(self.source.name)
+        return tier.precision if tier is not None else "fp32"
+
     def lean_path(self) -> Path | None:
-        """Where the lean decoder's fused weights are kept (GGUF models: next to the converted weights)."""
+        """Where the lean decoder's fused weights are kept (GGUF models: next to the converted weights), one file
+        per stored dtype."""
         cache = self.cache_path()
-        return None if cache is None else cache.with_name(cache.name + ".lean.pt")
+        kind = f"-{self.precision}" if self.precision in ("bf16", "mixed", "int8") else ""
+        return None if cache is None else cache.with_name(f"{cache.name}.lean{kind}.pt")
 
     @cached_property
     def session(self) -> DecodingSession:
@@ -189,7 +201,7 @@ class Generator:
             shape, weights = None, {}
         if shape is None:
             shape = lean.Shape.of(self.model.config)
-            weights = lean.fuse(self.model.state_dict(), shape)
+            weights = lean.stored(lean.fuse(self.model.state_dict(), shape), shape, self.precision)
             if path is not None:
                 lean.save(path, shape, weights)
         session = lean.PrefixCache(lean.LeanLlama(shape, weights, self.precision))
@@ -199,7 +211,8 @@ class Generator:
 
     @property
     def backend_used(self) -> str:
-        """The backend that decodes: "lean-fp32", "lean-int8-head", "lean-int8", "llamacpp" or "transformers"."""
+        """The backend that decodes: ``lean-`` and the precision ("lean-fp32", "lean-mixed", ...), "llamacpp" or
+        "transformers"."""
         from rag.models.hf_session import TransformersSession
 
         if isinstance(self.session, TransformersSession):

@@ -13,7 +13,7 @@ import math
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -81,7 +81,7 @@ def answer_scores(answer: Answer, golds: list[str], shown: str = "") -> dict[str
     ceiling (a gold answer in ``shown``, the source text the prompt showed), whether it was answered and fully
     supported by its cited spans, and its seconds from retrieval to the end of the support check."""
     t = answer.timings
-    seconds = sum(t.get(key, 0.0) for key in ("retrieve_s", "pack_s", "generate_s", "verify_s", "fallback_s"))
+    seconds = sum(t.get(key, 0.0) for key in ("retrieve_s", "pack_s", "generate_s", "verify_s"))
     said = answer.text if answer.answered else ""
     return {
         "exact_match": exact_match(said, golds),
@@ -266,12 +266,14 @@ def evaluate_qa(
     limit: int | None = None,
     answers: bool = False,
     answer_modes: Iterable[str] | None = None,
+    generators: Iterable[str] | None = None,
     progress: Progress | None = None,
     embedder: Embedder | None = None,
 ) -> EvalReport:
     """Retrieval hit@k and MRR per mode for a QA file over its docs folder; with ``answers``, also answer every
     question in each of ``answer_modes`` (default: all of :data:`rag.answer.modes.ANSWER_MODES`) and score them with
-    :func:`answer_scores`, side by side."""
+    :func:`answer_scores`, side by side. ``generators`` (bundled tier names, folders, GGUF files) answer one after
+    the other, each in every mode, as columns ``GENERATOR · MODE``; default the configured one alone."""
     from rag.answer.modes import check_mode
     from rag.api import Index
 
@@ -294,19 +296,19 @@ def evaluate_qa(
                     progress("questions", i, len(items))
                 for mode, hits in _retrieve_all(index, item.question, chosen, depth, k=max(HIT_KS)).items():
                     per_mode[mode].append(qa_retrieval_scores(item, hits))
-        answering = [check_mode(m) for m in (answer_modes or ANSWER_MODES)] if answers or answer_modes else []
-        answer_rows: dict[str, list[dict[str, float]]] = {m: [] for m in answering}
-        for m in answering:  # load the generator (and build each mode's state) before anything is timed
-            index.ask(items[0].question, answer_mode=m)
-        for i, item in enumerate(items if answering else []):
-            if progress:
-                progress("answers", i, len(items))
-            for m in answering:
-                stream = index.ask_stream(item.question, answer_mode=m)
-                for _ in stream:
-                    pass
-                shown = " ".join(stream.prompt.excerpts) if stream.prompt else ""
-                answer_rows[m].append(answer_scores(stream.answer, item.answers, shown))
+        asked = answers or answer_modes or generators
+        answering = [check_mode(m) for m in (answer_modes or ANSWER_MODES)] if asked else []
+        models = list(dict.fromkeys(generators or [])) or [config.gen_model]
+        answer_rows: dict[str, list[dict[str, float]]] = {}
+        for model in models if answering else []:
+            label = "" if len(models) == 1 else f"{model} · "
+            if model == config.gen_model:
+                rows = _answer_all(index, items, answering, progress)
+            else:  # one generator in memory at a time: the others are closed before it loads
+                with Index.open(index.store.directory, config=replace(config, gen_model=model)) as other:
+                    other.embedder = index.embedder
+                    rows = _answer_all(other, items, answering, progress)
+            answer_rows.update({label + m: r for m, r in rows.items()})
         if progress:
             progress("done", len(items), len(items))
         return EvalReport(
@@ -323,6 +325,26 @@ def evaluate_qa(
         )
 
 
+def _answer_all(
+    index: Index, items: list[QAItem], modes: list[str], progress: Progress | None
+) -> dict[str, list[dict[str, float]]]:
+    """Every question answered in every mode, scored; the generator loads (and each mode builds its state) before
+    anything is timed."""
+    rows: dict[str, list[dict[str, float]]] = {m: [] for m in modes}
+    for m in modes:
+        index.ask(items[0].question, answer_mode=m)
+    for i, item in enumerate(items):
+        if progress:
+            progress("answers", i, len(items))
+        for m in modes:
+            stream = index.ask_stream(item.question, answer_mode=m)
+            for _ in stream:
+                pass
+            shown = " ".join(stream.prompt.excerpts) if stream.prompt else ""
+            rows[m].append(answer_scores(stream.answer, item.answers, shown))
+    return rows
+
+
 def evaluate(target: Path, config: Config, **options: Any) -> EvalReport:
     """BEIR folder or QA file/folder, whichever ``target`` is (``answers`` applies to QA only).
 
@@ -332,7 +354,7 @@ def evaluate(target: Path, config: Config, **options: Any) -> EvalReport:
     if not target.exists():
         raise SourceNotFoundError(f"{target} does not exist; give a BEIR folder or a questions.jsonl file")
     if target.is_dir() and is_beir(target):
-        if options.pop("answers", False) or options.pop("answer_modes", None):
+        if options.pop("answers", False) or options.pop("answer_modes", None) or options.pop("generators", None):
             raise ConfigError("--answers needs a QA file (questions with gold answers), not a BEIR folder")
         return evaluate_beir(target, config, **options)
     return evaluate_qa(target, config, **options)
