@@ -105,12 +105,14 @@ def test_explain_gives_the_answer_rag_ask_gives(sample_index: Index, mode: str) 
     asked = sample_index.ask(QUESTION, answer_mode=mode)
     assert e.answer == asked.text and e.answer
     assert e.answer_mode == asked.answer_mode and e.cited == asked.cited
-    if asked.answer_mode == "extract":  # nothing was generated: nothing attended to
-        assert e.attention is None and e.answer_ids == []
+    if mode == "extract":  # nothing was generated: nothing attended to
+        assert e.attention is None and e.answer_ids == [] and not e.replaced
         return
-    # Attention covers exactly the tokens of the run that wrote the answer (for a quote: those kept by the cut).
+    # Attention covers exactly the tokens of the run that wrote the answer (for a quote: those kept by the cut),
+    # or, when the closest sentence replaced that answer, of the model's own answer, which is named.
     assert len(e.attention.answer_tokens) == len(e.answer_ids) > 0
     assert sum(e.attention.answer_share) == pytest.approx(1.0, abs=1e-5)
+    assert bool(e.replaced) == (asked.answer_mode != {"auto": "generate"}.get(mode, mode))
     if asked.answer_mode == "quote":
         assert len(e.answer_ids) <= 16 and all(e.answer in asked.sources[n - 1].text for n in e.cited)
 

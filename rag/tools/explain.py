@@ -105,6 +105,9 @@ class Explanation:
     answer_mode: str = "quote"  # the answer mode that produced ``answer``, as in Answer.answer_mode
     answer: str = ""
     answer_ids: list[int] = field(default_factory=list)
+    # The model's own answer when the shown one replaced it (auto's free answer that was not a span of a source
+    # sentence): ``answer_ids``, the attention and the steps are of this one then.
+    replaced: str = ""
     cited: list[int] = field(default_factory=list)
     attention: Attention | None = None
     steps: list[Step] = field(default_factory=list)
@@ -284,9 +287,11 @@ def explain(
         c if c.source is None else replace(c, prompt_tokens=view.source_tokens[c.source - 1]) for c in result.candidates
     ]
     result.answer, result.cited = asked.text, asked.cited
-    run = stream.runs[-1] if stream.runs and stream.runs[-1].kind == asked.answer_mode else None
+    run = stream.runs[-1] if stream.runs else None
     if run is not None:
         _record(result, run, recorder, gen, view, prompt_tokens)
+        if run.kind != asked.answer_mode:
+            result.replaced = gen.tokenizer.decode(result.answer_ids).strip()
     if compare_decoding:
         result.compared = compare(gen, packed.messages, max_new_tokens)
     return result

@@ -71,7 +71,9 @@ def render(e: Explanation, *, layer: int | None = None, show_prompt: bool = True
         "quote": "greedy quote, cut where the model most wanted to end",
         "extract": "the source sentence most similar to the question; nothing generated",
     }.get(e.answer_mode, "greedy, free")
-    add(f"Answer ({how}; {len(e.answer_ids)} tokens): {e.answer}")
+    add(f"Answer ({how}; {0 if e.replaced else len(e.answer_ids)} tokens): {e.answer}")
+    if e.replaced:
+        add(f"  in place of the model's own answer, not a span of a source sentence: {e.replaced!r} (shown below)")
     cited = ", ".join(f"[{n}]" for n in e.cited) or "nothing"
     add(f"  {'copied from' if e.answer_mode == 'quote' else 'cites'}: {cited}")
     a = e.attention
