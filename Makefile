@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 QUESTION ?= Who introduced nucleus (top-p) sampling?
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup browser demo test lint bench clean
 
 $(VENV)/.installed: pyproject.toml Makefile bundled-models.txt
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +28,15 @@ lint: setup
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
 
-test: lint
+# The web page's test drives a real headless Chromium (Debian's chromium and chromium-driver); installed here
+# when we are root on a Debian-like machine, else that one test is skipped with the reason.
+browser:
+	@if ! command -v chromedriver >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing chromium and chromium-driver for the browser test (apt-get)"; \
+	  apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >/dev/null; \
+	fi
+
+test: lint browser
 	$(BIN)/python -m pytest -q
 
 # Speed against baselines measured in the same run (several minutes; see bench/RESULTS.md).

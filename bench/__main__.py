@@ -1,7 +1,8 @@
 """`python -m bench [SECTION ...]`: measure rag-local's speed and print a table per section.
 
-Sections: generation, retrieval, ingest, coldstart, quality (default: all but quality). ``--smoke`` runs a tiny
-configuration of each (seconds, for the test that keeps this code from rotting); ``--json FILE`` saves the rows.
+Sections: generation, retrieval, ingest, coldstart, quality, serve, conversations (default: the first four).
+``--smoke`` runs a tiny configuration of each (seconds, for the test that keeps this code from rotting);
+``--json FILE`` saves the rows.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-SECTIONS = ("generation", "retrieval", "ingest", "coldstart", "quality")
+SECTIONS = ("generation", "retrieval", "ingest", "coldstart", "quality", "serve", "conversations")
 DEFAULT = ("generation", "retrieval", "ingest", "coldstart")
 
 
@@ -35,6 +36,9 @@ def _parser() -> argparse.ArgumentParser:
         "--corpora", default="xquad-docs,docs-mixed-sample", help="ingest: xquad-docs, docs-mixed-sample, docs-mixed"
     )
     p.add_argument("--questions", type=int, default=40, help="quality: XQuAD tuning-half questions")
+    p.add_argument("--clients", type=int, default=20, help="serve: concurrent clients (20)")
+    p.add_argument("--searches", type=int, default=200, help="serve: search requests (200)")
+    p.add_argument("--asks", type=int, default=20, help="serve: chat-completion requests (20)")
     p.add_argument("--json", metavar="FILE", help="also write all rows as JSON")
     p.add_argument("--cache-dir", type=Path, help="generator/ONNX cache (default: rag's, ~/.cache/rag)")
     return p
@@ -97,6 +101,16 @@ def _run(section: str, args: argparse.Namespace, cache_dir: Path) -> list[dict[s
         if smoke:
             return coldstart.run(1, ["help"])
         return coldstart.run(args.repeats, ["help", "search", "search-torch", "ask"])
+    if section == "conversations":
+        from bench import conversations
+
+        return conversations.run(answers=not smoke, limit=2 if smoke else None)
+    if section == "serve":
+        from bench import serve
+
+        if smoke:
+            return []  # a server process loading the models: too slow for a smoke run
+        return serve.run(args.clients, args.searches, args.asks)
     from bench import quality
 
     if smoke:

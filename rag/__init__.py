@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from rag.answer.support import Support
     from rag.api import Index
     from rag.config import Config
+    from rag.conversation import Conversation, Turn
     from rag.errors import (
         ConfigError,
         IndexBusyError,
@@ -47,6 +48,7 @@ _EXPORTS = {
     "AnswerStream": "rag.answer.pipeline",
     "Candidate": "rag.retrieval.retrieve",
     "Config": "rag.config",
+    "Conversation": "rag.conversation",
     "ConfigError": "rag.errors",
     "Decoding": "rag.models.decoding",
     "EmbeddingMap": "rag.tools.embedding_map",
@@ -69,6 +71,7 @@ _EXPORTS = {
     "SkippedFile": "ingest.records",
     "SourceNotFoundError": "rag.errors",
     "Support": "rag.answer.support",
+    "Turn": "rag.conversation",
     "embedding_map": "rag.tools.embedding_map",
     "evaluate": "rag.tools.evaluate",
     "explain": "rag.tools.explain",
@@ -79,6 +82,7 @@ __all__ = [
     "Candidate",
     "Config",
     "ConfigError",
+    "Conversation",
     "Decoding",
     "EmbeddingMap",
     "Explanation",
@@ -100,6 +104,7 @@ __all__ = [
     "SkippedFile",
     "SourceNotFoundError",
     "Support",
+    "Turn",
     "embedding_map",
     "evaluate",
     "explain",

@@ -110,6 +110,12 @@ class Index:
         c = self.config
         return Answerer(self.generator, SentenceSimilarity(self.embedder), c.context_tokens, c.focus_sentences)
 
+    def warm(self) -> None:
+        """Load the embedder and the generator now instead of on the first question (a server pays before it
+        listens, not on a client's time)."""
+        self.embedder.embed_query("warm up")
+        _ = self.generator.session
+
     def _check_embedder(self) -> None:
         built = self.store.meta.get("embedder")
         if built and built["identity"] != self._accepted_identity:
@@ -240,6 +246,7 @@ class Index:
         on_token: Callable[[str], None] | None = None,
         retrieval: str | None = None,
         filters: Filters | None = None,
+        query: str | None = None,
     ) -> Answer:
         """Answer ``question`` from the indexed documents with the local generator, citing sources as [n].
 
@@ -250,7 +257,7 @@ class Index:
         answer says so (``answer.answered`` is False).
         """
         stream = self.ask_stream(
-            question, k=k, decoding=decoding, answer_mode=answer_mode, retrieval=retrieval, filters=filters
+            question, k=k, decoding=decoding, answer_mode=answer_mode, retrieval=retrieval, filters=filters, query=query
         )
         for piece in stream:
             if on_token:
@@ -266,10 +273,12 @@ class Index:
         answer_mode: str | None = None,
         retrieval: str | None = None,
         filters: Filters | None = None,
+        query: str | None = None,
     ) -> AnswerStream:
         """Like :meth:`ask`, but iterate over the result to receive text pieces; then read ``.answer``.
 
-        ``retrieval`` and ``filters`` choose the retrieval as in :meth:`retrieve` (default: hybrid, no filter).
+        ``retrieval`` and ``filters`` choose the retrieval as in :meth:`retrieve` (default: hybrid, no filter);
+        ``query`` is searched instead of the question (a follow-up in a :class:`~rag.conversation.Conversation`).
         ``quote`` and ``extract`` yield the finished answer as one piece. In ``auto`` mode the pieces are the
         generated answer; when the support check rejects it, ``.answer`` holds the source sentence that replaced
         it (``answer.answer_mode == "extract"``).
@@ -280,13 +289,16 @@ class Index:
         decoding = mode_decoding(answer_mode, decoding)
         c = self.config
         started = time.perf_counter()
-        hits = self.search(question, k, retrieval=retrieval, min_score=c.min_score, filters=filters)
+        if query is not None:  # the search checks the query; the question goes into the prompt
+            _check_question(question)
+        hits = self.search(query or question, k, retrieval=retrieval, min_score=c.min_score, filters=filters)
         settings = {
             "answer_mode": answer_mode,
             "decoding": decoding.as_dict(),
             "sources_k": c.sources_k if k is None else k,
             "retrieval": retrieval or c.retrieval,
             "filters": filters.as_dict() if filters else None,
+            "query": query or question,
             "min_score": c.min_score,
             "embed_model": c.embed_model,
             "gen_model": c.gen_model,

@@ -109,6 +109,9 @@ class Config:
     gen_backend: str = "auto"
     # The lean decoder's linear layers, one of PRECISIONS.
     gen_precision: str = "auto"
+    # `rag serve`: the bearer token clients must send (none: no key). Only ever from the environment
+    # (RAG_API_KEY): a command line is visible to every user of the machine. Never printed.
+    api_key: str | None = field(default=None, repr=False)
 
     @classmethod
     def load(cls, **overrides: Any) -> Config:
@@ -168,7 +171,9 @@ class Config:
         check_mmr(self.mmr)
 
     def as_dict(self) -> dict[str, Any]:
-        return {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(self).items()}
+        values = {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(self).items()}
+        values["api_key"] = "(set)" if self.api_key else None
+        return values
 
 
 def _coerce(name: str, value: Any, type_name: Any, source: str) -> Any:

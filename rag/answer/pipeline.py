@@ -148,9 +148,11 @@ def _answer(
         text = trim(text, question)
     elif mode == "auto":
         # Kept only as the source writes it: a free answer is often right but worded its own way or restating
-        # the question; one that is not a span of a source sentence is replaced by the best sentence.
+        # the question; one that is not a span of a source sentence is replaced by the best sentence. Trimmed
+        # only when it does not snap as written: the question's words around an answer are often part of it
+        # ("the Wojciech Bogusławski Theatre" for "what theatre ...", docs/quality.md).
         shown = best_sentences(question, packed.sources, packed.excerpts, similar, None)
-        text = snap(trim(text, question), shown)
+        text = snap(text, shown) or snap(trim(text, question), shown)
     supports = check(text, packed.sources, similar.embed, question)
     timings["verify_s"] = time.perf_counter() - started
     new_tokens = stats.new_tokens

@@ -134,11 +134,7 @@ def _cmd_ask(args: argparse.Namespace) -> int:
         return 0
     if stream_to_terminal and streamed:
         print()
-        asked = answer.settings.get("answer_mode")
-        if answer.answer_mode != ("generate" if asked == "auto" else asked):  # the closest sentence replaced it
-            instead = "the closest source sentence" if answer.answered else "no answer"
-            print(f"(not supported by the sources; {instead} instead)")
-            print(clean(answer.text))
+        _say_replaced(answer)
     else:
         print(clean(answer.text))
     print_support(answer)
@@ -155,6 +151,15 @@ def _cmd_ask(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return 0
+
+
+def _say_replaced(answer: Any) -> None:
+    """After a streamed answer: what replaced it, when the support check did not keep what was streamed."""
+    asked = answer.settings.get("answer_mode")
+    if answer.answer_mode != ("generate" if asked == "auto" else asked):  # the closest sentence replaced it
+        instead = "the closest source sentence" if answer.answered else "no answer"
+        print(f"(not supported by the sources; {instead} instead)")
+        print(clean(answer.text))
 
 
 # --- explain / map --------------------------------------------------------------------------------------------
@@ -301,6 +306,113 @@ def _cmd_reindex(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- chat -----------------------------------------------------------------------------------------------------
+
+
+def _cmd_chat(args: argparse.Namespace) -> int:
+    from rag.conversation import Conversation
+
+    config = _config(args, retrieval=args.retrieval, reranker=args.reranker, mmr=args.mmr, answer_mode=args.answer_mode)
+    filters = _filters(args)
+    interactive = sys.stdin.isatty()
+    if interactive:
+        import readline  # noqa: F401  (input() then keeps a history the arrow keys recall)
+    with _open(config) as index:
+        chat = Conversation.resume(index, args.resume or None) if args.resume is not None else Conversation(index)
+        if not args.quiet and interactive:
+            print(
+                f"conversation {chat.id} ({len(chat.turns)} turns so far; Ctrl-D leaves, Ctrl-C cancels an answer)",
+                file=sys.stderr,
+            )
+        while True:
+            try:
+                question = input("> " if interactive else "").strip()
+            except EOFError:
+                break
+            except KeyboardInterrupt:
+                print(file=sys.stderr)
+                continue
+            if not question:
+                continue
+            streaming = interactive and not args.json and sys.stdout.isatty()
+            try:
+                answer = chat.ask(question, k=args.k, filters=filters, on_token=_echo if streaming else None)
+            except KeyboardInterrupt:
+                print("\n(cancelled)", file=sys.stderr)
+                continue
+            if args.json:
+                continue
+            if streaming:
+                print()
+                _say_replaced(answer)
+            else:
+                print(clean(answer.text))
+            print_support(answer)
+            cited = [(n, h) for n, h in enumerate(answer.sources, 1) if n in answer.cited]
+            for n, h in cited:
+                print(f"  [{n}] {show(h.path)} · {clean(h.location(), lines=False)}")
+            print()
+    if args.json:
+        dump(chat.as_dict())
+    elif not args.quiet and interactive:
+        print(f"resume with: rag chat --continue {chat.id}", file=sys.stderr)
+    return 0
+
+
+def _echo(piece: str) -> None:
+    sys.stdout.write(clean(piece))
+    sys.stdout.flush()
+
+
+# --- serve ----------------------------------------------------------------------------------------------------
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import ipaddress
+
+    from rag.errors import ConfigError
+
+    config = _config(args)
+    api_key = config.api_key
+    try:
+        loopback = args.host == "localhost" or ipaddress.ip_address(args.host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback and not api_key and not args.insecure:
+        raise ConfigError(
+            f"--host {args.host} is reachable from other machines; set RAG_API_KEY, or pass --insecure to serve "
+            "without one"
+        )
+    for root in args.allow_root:
+        if not Path(root).is_dir():
+            raise ConfigError(f"--allow-root {root} is not a folder; give an existing folder")
+    import socket
+
+    import uvicorn
+
+    from rag.server.app import create_app
+
+    with _open(config) as index:
+        if not args.quiet:
+            print("rag serve: loading the models...", file=sys.stderr)
+        index.warm()
+        app = create_app(index, api_key=api_key, allow_roots=[Path(r) for r in args.allow_root])
+        family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((args.host, args.port))
+        except OSError as e:
+            raise ConfigError(
+                f"cannot listen on {args.host}:{args.port} ({e.strerror}); choose another --port"
+            ) from None
+        port = sock.getsockname()[1]
+        if not args.quiet:
+            print(f"rag serve: http://{args.host}:{port}/ (Ctrl-C stops)", file=sys.stderr, flush=True)
+        uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False)).run(sockets=[sock])
+    return 0
+
+
 # --- status / config ------------------------------------------------------------------------------------------
 
 
@@ -382,6 +494,8 @@ COMMANDS = {
     "doctor": _cmd_doctor,
     "reindex": _cmd_reindex,
     "eval": _cmd_eval,
+    "chat": _cmd_chat,
+    "serve": _cmd_serve,
     "status": _cmd_status,
     "config": _cmd_config,
 }

@@ -189,6 +189,43 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--chunk-overlap", type=int, metavar="N", help="chunk overlap for the evaluation index")
     ev.add_argument("--reranker", metavar="M", help="cross-encoder folder; adds a 'rerank' column")
 
+    ch = sub.add_parser(
+        "chat",
+        parents=[common, retrieval],
+        help="a conversation: follow-up questions are retrieved with the ones before them (Ctrl-D leaves)",
+        epilog="Questions come from the terminal (arrow keys recall earlier ones; Ctrl-C cancels an answer), "
+        "or one per line from a pipe. Conversations are stored in the index.",
+    )
+    ch.add_argument(
+        "--continue",
+        dest="resume",
+        nargs="?",
+        const="",
+        metavar="ID",
+        help="resume a stored conversation (default: the most recent)",
+    )
+    ch.add_argument("-k", type=_positive_int, metavar="N", help="sources to retrieve per question (default 5)")
+    ch.add_argument("--answer-mode", metavar="MODE", help="as for rag ask (default auto)")
+
+    sv = sub.add_parser(
+        "serve",
+        parents=[common],
+        help="serve the index over HTTP: an OpenAI-compatible chat API, search, ingest jobs and a web page",
+        epilog="An API key, if any, comes from the environment (RAG_API_KEY), never from the command line.",
+    )
+    sv.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, this machine only)")
+    sv.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
+    sv.add_argument(
+        "--allow-root",
+        action="append",
+        metavar="DIR",
+        default=[],
+        help="a folder under which POST /v1/ingest may index (repeatable; default: ingest refused)",
+    )
+    sv.add_argument(
+        "--insecure", action="store_true", help="allow a non-loopback --host without RAG_API_KEY (anyone may ask)"
+    )
+
     sub.add_parser("status", parents=[common], help="documents, chunks, models and settings of the index")
     sub.add_parser("config", parents=[common], help="the effective settings and where models come from")
     return p

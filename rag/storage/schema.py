@@ -1,4 +1,5 @@
-"""The index's tables (SQLAlchemy). ``index.db`` holds documents, chunks, each chunk's vector and a meta record."""
+"""The index's tables (SQLAlchemy). ``index.db`` holds documents, chunks, each chunk's vector, a meta record, and
+the conversations of `rag chat` (created on first use, so indexes made before them need no upgrade)."""
 
 from __future__ import annotations
 
@@ -67,6 +68,26 @@ class MetaRow(Base):
     __tablename__ = "meta"
     key: Mapped[str] = mapped_column(primary_key=True)
     value: Mapped[str]  # JSON
+
+
+class ConversationRow(Base):
+    __tablename__ = "conversations"
+    id: Mapped[str] = mapped_column(primary_key=True)
+    created_at: Mapped[float]
+    updated_at: Mapped[float] = mapped_column(index=True)
+
+
+class TurnRow(Base):
+    __tablename__ = "turns"
+    __table_args__: ClassVar[tuple[Any, ...]] = (UniqueConstraint("conversation_id", "n"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    conversation_id: Mapped[str] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"), index=True)
+    n: Mapped[int]  # 1-based turn number
+    record: Mapped[str]  # JSON: the question, the retrieval query and the answer as Answer.as_dict()
+    created_at: Mapped[float]
+
+
+CONVERSATION_TABLES = (ConversationRow.__table__, TurnRow.__table__)
 
 
 def document_info(row: DocumentRow) -> DocumentInfo:
