@@ -11,9 +11,9 @@ import os
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ingest.chunking import Chunker
 from ingest.loaders import MAX_FILE_BYTES, kind_of, load
@@ -84,6 +84,10 @@ class IngestReport:
         for s in self.skipped:
             out[s.reason] = out.get(s.reason, 0) + 1
         return dict(sorted(out.items()))
+
+    def as_dict(self) -> dict[str, Any]:
+        """Every field, plus ``indexed`` and ``skipped_by_reason`` (what `ingest --json` prints)."""
+        return {**asdict(self), "indexed": self.indexed, "skipped_by_reason": self.skipped_by_reason()}
 
 
 @dataclass(frozen=True)

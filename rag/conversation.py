@@ -45,13 +45,11 @@ class Conversation:
     index: Index
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     turns: list[Turn] = field(default_factory=list)
-    # False: each question is retrieved on its own, as `rag ask` does (the baseline the docs measure against).
-    follow_ups: bool = True
 
     @classmethod
-    def start(cls, index: Index, *, follow_ups: bool = True) -> Conversation:
+    def start(cls, index: Index) -> Conversation:
         """A new, empty conversation (stored once it has a turn)."""
-        return cls(index, follow_ups=follow_ups)
+        return cls(index)
 
     @classmethod
     def resume(cls, index: Index, conversation_id: str | None = None) -> Conversation:
@@ -67,8 +65,6 @@ class Conversation:
 
     def query_for(self, question: str) -> str:
         """What retrieval is given for ``question`` asked next in this conversation."""
-        if not self.follow_ups:
-            return question
         return conversation_query(question, [t.question for t in self.turns])
 
     def ask(self, question: str, *, on_token: Callable[[str], None] | None = None, **options: Any) -> Answer:

@@ -17,7 +17,6 @@ from rag.cli.output import (
     print_eval,
     print_report,
     print_support,
-    report_dict,
     show,
 )
 
@@ -59,7 +58,7 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
                 line.close()
         docs, chunks = index.counts()
     if args.json:
-        dump({**report_dict(report), "index": {"documents": docs, "chunks": chunks}})
+        dump({**report.as_dict(), "index": {"documents": docs, "chunks": chunks}})
     else:
         print_report(report, docs, chunks)
     return 0

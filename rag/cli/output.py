@@ -84,12 +84,6 @@ class EvalProgress(ProgressLine):
         self.stream.flush()
 
 
-def report_dict(r: IngestReport) -> dict[str, Any]:
-    from dataclasses import asdict
-
-    return {**asdict(r), "indexed": r.indexed, "skipped_by_reason": r.skipped_by_reason()}
-
-
 def print_report(r: IngestReport, docs: int, chunks: int) -> None:
     rate = f", {r.chunks_embedded / r.seconds:.1f} chunks/s" if r.chunks_embedded and r.seconds else ""
     reused = f" · {r.moved} moved · {r.copied} copied" if r.moved or r.copied else ""

@@ -30,6 +30,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from rag.answer.pipeline import AnswerStream
 from rag.api import Index
 from rag.errors import (
     ConfigError,
@@ -209,9 +210,18 @@ def _filters(body: ChatRequest) -> Filters | None:
     return Filters(path=f.path, kinds=tuple(f.kinds), modified_since=f.modified_since)
 
 
-def _ask(server: _Server, body: ChatRequest, question: str, query: str, decoding: Decoding) -> Answer:
+def _stream(server: _Server, body: ChatRequest, question: str, query: str, decoding: Decoding) -> AnswerStream:
     mode, filters = body.answer_mode, _filters(body)
-    return server.index.ask(question, k=body.k, decoding=decoding, answer_mode=mode, filters=filters, query=query)
+    return server.index.ask_stream(
+        question, k=body.k, decoding=decoding, answer_mode=mode, filters=filters, query=query
+    )
+
+
+def _ask(server: _Server, body: ChatRequest, question: str, query: str, decoding: Decoding) -> Answer:
+    stream = _stream(server, body, question, query, decoding)
+    for _ in stream:
+        pass
+    return stream.answer
 
 
 def _run_ingest(server: _Server, job: Job, delete: bool) -> None:
@@ -220,7 +230,7 @@ def _run_ingest(server: _Server, job: Job, delete: bool) -> None:
 
     try:
         report = server.index.ingest(job.folder, delete=delete, progress=progress)
-        job.report = {**asdict(report), "indexed": report.indexed, "skipped_by_reason": report.skipped_by_reason()}
+        job.report = report.as_dict()
         job.state = "done"
     except RagError as e:
         job.state, job.error = "failed", str(e)
@@ -286,10 +296,7 @@ async def _sse(server: _Server, body: ChatRequest, question: str, query: str, de
         try:
             if cancelled.is_set():  # the client left while the request queued
                 return None
-            mode, filters = body.answer_mode, _filters(body)
-            stream = server.index.ask_stream(
-                question, k=body.k, decoding=decoding, answer_mode=mode, filters=filters, query=query
-            )
+            stream = _stream(server, body, question, query, decoding)
             steps = iter(stream)
             for piece in steps:
                 put(piece)
