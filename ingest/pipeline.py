@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ingest.chunking import Chunker
-from ingest.loaders import MAX_FILE_BYTES, kind_of, load
+from ingest.loaders import MAX_FILE_BYTES, LoadedDocument, kind_of, load
+from ingest.ocr import Ocr
 from ingest.records import Chunk, DocumentInfo, SkipFile, SkippedFile
 from ingest.walk import Listing, check, list_folder, read
 
@@ -72,6 +73,10 @@ class IngestReport:
     chunks_embedded: int = 0  # chunks_added minus those reused from moved or copied files
     chunks_removed: int = 0
     reembedded: int = 0  # stored chunks embedded again because the index switched to another embedding model
+    ocr_pages: int = 0  # page images read by OCR in this run
+    ocr_cached: int = 0  # page images whose OCR text was already cached
+    ocr_seconds: float = 0.0
+    interrupted: bool = False  # stopped between batches on request: what was committed stays
     skipped: list[SkippedFile] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -115,13 +120,20 @@ def sync(
     embed: Embed,
     *,
     delete: bool = True,
+    ocr: Ocr | None = None,
     progress: Callable[[Progress], None] | None = None,
+    cancelled: Callable[[], bool] | None = None,
 ) -> IngestReport:
     """Bring the index in line with ``folder``: add new files, replace changed ones, drop vanished ones.
 
     A file is unchanged (and neither read nor embedded) when its size, mtime and chunker settings match what the
     index recorded, or, after a touch, its sha256. A file whose bytes are already indexed under another path
-    (renamed, moved, copied) reuses those chunks and vectors.
+    (renamed, moved, copied) reuses those chunks and vectors. Scanned pages and pictures are read with ``ocr``.
+    An e-mail's supported attachments are documents of their own, at ``<mail path>/<attachment name>``; they
+    live and go with the message.
+
+    ``cancelled`` is asked after each committed batch; when it says True the run stops there (nothing is
+    removed: the walk is unfinished) and the report says ``interrupted``.
     """
     started = time.monotonic()
     folder = folder.resolve()
@@ -140,6 +152,31 @@ def sync(
     def tick(path: str | None = None) -> None:
         if progress:
             progress(Progress(done, len(files), report.chunks_embedded, time.monotonic() - started, path))
+
+    current = ""  # the file being read, for OCR's page-by-page progress
+    if ocr is not None:  # this run's counters and progress hook, not the caller's
+        ocr = replace(ocr, pages=0, cached=0, seconds=0.0, on_page=None)
+        if progress is not None:
+            ocr.on_page = lambda page, pages: tick(f"{current} (OCR page {min(page + 1, pages)}/{pages})")
+
+    def keep_attachments(key: str) -> None:
+        """The attachments stored for a message that is not read again stay (they go with the message)."""
+        seen.update(d.path for d in store.documents(under=key))
+
+    def add_attachments(key: str, doc: LoadedDocument, mtime: float) -> None:
+        for item in doc.attachments:
+            child = f"{key}/{item.name}"
+            seen.add(child)
+            try:
+                child_doc, chunks = _read(Path(item.name), item.data, chunker, ocr)
+            except SkipFile as e:
+                report.skipped.append(SkippedFile(child, e.reason, e.detail))
+                continue
+            digest = hashlib.sha256(item.data).hexdigest()
+            info = DocumentInfo(
+                child, digest, len(item.data), mtime, child_doc.kind, child_doc.title, child_doc.encoding, settings_key
+            )  # fmt: skip
+            pending.append(_Pending(info, chunks, store.document(child) is not None))
 
     def embed_all(texts: list[str]) -> np.ndarray:
         import numpy as np
@@ -190,7 +227,8 @@ def sync(
                 continue
             if other.path in moved_to:  # moved earlier in this run: copy from where it went
                 return _Pending(other, [], False, moved_to[other.path], move=False)
-            gone = not os.path.lexists(other.path)
+            # An attachment's path lies inside its message's file: never on disk, and never "moved" away.
+            gone = not os.path.lexists(other.path) and not _inside_file(other.path)
             if gone:
                 moved_to[other.path] = key
             return _Pending(other, [], False, other.path, move=gone)
@@ -209,7 +247,7 @@ def sync(
             if e.reason == "outside-folder":
                 outside.append(key)
             continue
-        if kind_of(path) is None:
+        if (kind := kind_of(path)) is None:
             report.skipped.append(SkippedFile(key, "unsupported", path.suffix or "no extension"))
             continue
         if st.st_size > MAX_FILE_BYTES:
@@ -219,41 +257,44 @@ def sync(
         same_settings = old is not None and old.chunker == settings_key
         if old and same_settings and old.size == st.st_size and old.mtime == st.st_mtime:
             report.unchanged += 1
+            keep_attachments(key)
             continue
         try:
             data = read(path, MAX_FILE_BYTES)
         except SkipFile as e:
             report.skipped.append(SkippedFile(key, e.reason, e.detail))
+            keep_attachments(key)
             continue
         digest = hashlib.sha256(data).hexdigest()
         if old and same_settings and old.content_hash == digest:  # touched, not changed
             store.touch_document(key, st.st_mtime)
             report.unchanged += 1
+            keep_attachments(key)
             continue
-        if (found := twin(digest, key)) is not None:
+        # A message is always read again: its attachments are documents of their own that a twin would not bring.
+        if kind != "email" and (found := twin(digest, key)) is not None:
             info = replace(found.info, path=key, size=st.st_size, mtime=st.st_mtime)
             pending.append(replace(found, info=info, existed=old is not None))
         else:
+            current = key
             try:
-                doc = load(path, data)
-                chunks = chunker.split(doc)
+                doc, chunks = _read(path, data, chunker, ocr)
             except SkipFile as e:
                 # What was indexed for this file before stays: a file that became unreadable keeps its old text.
                 report.skipped.append(SkippedFile(key, e.reason, e.detail))
-                continue
-            except Exception as e:  # a parser bug on one odd file must not end the run for all the others
-                report.skipped.append(SkippedFile(key, "error", f"{type(e).__name__}: {e}"[:200]))
-                continue
-            if not chunks:
-                report.skipped.append(SkippedFile(key, "empty", "no chunks"))
+                keep_attachments(key)
                 continue
             info = DocumentInfo(key, digest, st.st_size, st.st_mtime, doc.kind, doc.title, doc.encoding, settings_key)
             pending.append(_Pending(info, chunks, old is not None))
+            add_attachments(key, doc, st.st_mtime)
         if len(pending) >= BATCH_FILES or sum(len(p.chunks) for p in pending if not p.reuse_from) >= BATCH_CHUNKS:
             flush()
+            if cancelled is not None and cancelled():
+                report.interrupted = True
+                break
     flush()
 
-    if delete:
+    if delete and not report.interrupted:
         gone = [*outside, *(d.path for d in store.documents(under=str(folder)) if _gone(d.path, seen, listing))]
         if gone:
             with store.transaction() as tx:
@@ -261,8 +302,28 @@ def sync(
                     report.chunks_removed += tx.remove_document(path_str)
             report.removed = len(gone)
     tick()
+    if ocr is not None:
+        report.ocr_pages, report.ocr_cached, report.ocr_seconds = ocr.pages, ocr.cached, ocr.seconds
     report.seconds = time.monotonic() - started
     return report
+
+
+def _read(path: Path, data: bytes, chunker: Chunker, ocr: Ocr | None) -> tuple[LoadedDocument, list[Chunk]]:
+    """The document in ``data`` and its chunks; :class:`SkipFile` for anything that cannot be indexed."""
+    try:
+        doc = load(path, data, ocr=ocr)
+        chunks = chunker.split(doc)
+    except SkipFile:
+        raise
+    except Exception as e:  # a parser bug on one odd file must not end the run for all the others
+        raise SkipFile("error", f"{type(e).__name__}: {e}"[:200]) from None
+    if not chunks:
+        raise SkipFile("empty", "no chunks")
+    return doc, chunks
+
+
+def _inside_file(path: str) -> bool:
+    return os.path.isfile(os.path.dirname(path))
 
 
 def _gone(path: str, seen: set[str], listing: Listing) -> bool:

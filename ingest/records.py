@@ -8,7 +8,24 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 # What a document can be, by the loader that read it.
-KINDS = ("text", "markdown", "rst", "html", "pdf", "code")
+KINDS = (
+    "text",
+    "markdown",
+    "rst",
+    "html",
+    "pdf",
+    "code",
+    "docx",
+    "pptx",
+    "spreadsheet",
+    "odt",
+    "epub",
+    "email",
+    "notebook",
+    "rtf",
+    "latex",
+    "image",
+)
 
 
 @dataclass(frozen=True)

@@ -124,7 +124,12 @@ class Index:
     # --- ingest -----------------------------------------------------------------------------------------------
 
     def ingest(
-        self, folder: str | Path, *, delete: bool = True, progress: Callable[[Progress], None] | None = None
+        self,
+        folder: str | Path,
+        *,
+        delete: bool = True,
+        progress: Callable[[Progress], None] | None = None,
+        cancelled: Callable[[], bool] | None = None,
     ) -> IngestReport:
         """Sync ``folder`` into the index: new and changed files are (re)indexed, unchanged ones skipped,
         renamed or copied files reuse their stored vectors, and (with ``delete``) documents of files gone from
@@ -133,7 +138,7 @@ class Index:
         Several folders can share one index. Files cut with other chunker settings are re-cut; an index built
         with another embedding model is first re-embedded from its stored chunk text and switched over in one
         step (searches meanwhile use the old vectors). Raises :class:`~rag.errors.IndexBusyError` when another
-        process is writing to the index.
+        process is writing to the index. ``cancelled``, asked after each committed batch, stops the run there.
         """
         folder = Path(folder)
         if not folder.is_dir():
@@ -147,7 +152,16 @@ class Index:
             if self.store.meta.get("chunker") != chunker.settings.as_dict() or "embedder" not in self.store.meta:
                 meta = {"embedder": indexing.embedder_meta(self.embedder), "chunker": chunker.settings.as_dict()}
                 self.store.set_meta(meta)
-            report = sync(folder, self.store, chunker, self.embedder.embed_documents, delete=delete, progress=progress)
+            report = sync(
+                folder,
+                self.store,
+                chunker,
+                self.embedder.embed_documents,
+                delete=delete,
+                ocr=indexing.ocr(self.store, self.config),
+                progress=progress,
+                cancelled=cancelled,
+            )
             report.reembedded = reembedded
             if self.store.dim is not None:
                 self.store.save_vectors()

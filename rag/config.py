@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -109,6 +110,8 @@ class Config:
     gen_backend: str = "auto"
     # The lean decoder's linear layers, one of PRECISIONS.
     gen_precision: str = "auto"
+    # Tesseract languages for pages without a text layer and for pictures ("eng", "eng+deu"); none turns OCR off.
+    ocr_languages: str | None = "eng"
     # `rag serve`: the bearer token clients must send (none: no key). Only ever from the environment
     # (RAG_API_KEY): a command line is visible to every user of the machine. Never printed.
     api_key: str | None = field(default=None, repr=False)
@@ -169,6 +172,10 @@ class Config:
                 f"candidates={self.candidates} and rerank_candidates={self.rerank_candidates} must be at least 1"
             )
         check_mmr(self.mmr)
+        if self.ocr_languages is not None and not re.fullmatch(r"[A-Za-z_]+(\+[A-Za-z_]+)*", self.ocr_languages):
+            raise ConfigError(
+                f"ocr_languages={self.ocr_languages!r} is not a Tesseract language list such as 'eng' or 'eng+deu'"
+            )
 
     def as_dict(self) -> dict[str, Any]:
         values = {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(self).items()}

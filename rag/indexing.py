@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ingest.chunking import Chunker, ChunkerSettings
+from ingest.ocr import Ocr
 from ingest.pipeline import BATCH_CHUNKS, Progress
 from rag.config import BUNDLED_GENERATOR, Config
 from rag.errors import ConfigError, ModelMismatchError, SourceNotFoundError
@@ -22,6 +23,9 @@ from rag.models.sources import resolve_embedder
 from rag.storage import health, vector_sets
 from rag.storage.health import Problem
 from rag.storage.store import Store
+
+# OCR text of page images, by image hash, inside the index folder.
+OCR_CACHE = "ocr-cache"
 
 
 def embedder_meta(embedder: Embedder) -> dict[str, Any]:
@@ -65,6 +69,14 @@ def chunker(config: Config, embedder: Embedder) -> Chunker:
             f"({settings.max_tokens}); use {settings.max_tokens} or less"
         )
     return Chunker(settings, embedder.tokenize)
+
+
+def ocr(store: Store, config: Config) -> Ocr | None:
+    """How an ingest reads scanned pages and pictures: Tesseract in ``config``'s languages, its text cached in
+    the index folder (a re-sync never reads a page twice); None when OCR is turned off."""
+    if config.ocr_languages is None:
+        return None
+    return Ocr(cache=store.directory / OCR_CACHE, languages=config.ocr_languages)
 
 
 def switch_embedder(store: Store, embedder: Embedder, progress: Callable[[Progress], None] | None) -> int:

@@ -80,8 +80,8 @@ class Filters:
     """Which documents retrieval may return; applied inside the search, so ``k`` results still come back.
 
     ``path``: a glob (fnmatch: ``*`` also crosses ``/``) matched against the absolute path or any tail of it,
-    so ``*.md`` and ``decoding/*`` work. ``kinds``: document kinds (text, markdown, rst, html, pdf, code).
-    ``modified_since``: Unix time; only files modified at or after it.
+    so ``*.md`` and ``decoding/*`` work. ``kinds``: document kinds (``ingest.records.KINDS``: text, markdown,
+    pdf, docx, spreadsheet, ...). ``modified_since``: Unix time; only files modified at or after it.
     """
 
     path: str | None = None

@@ -82,7 +82,8 @@ def test_kinds_by_extension() -> None:
     assert kind_of(Path("a.MD")) == "markdown"
     assert kind_of(Path("a.htm")) == "html"
     assert kind_of(Path("a.py")) == "code"
-    assert kind_of(Path("a.png")) is None
+    assert kind_of(Path("a.png")) == "image"
+    assert kind_of(Path("a.jsonl")) is None
 
 
 def test_copy_protected_pdf_with_empty_password_is_read() -> None:

@@ -208,7 +208,7 @@ def test_bad_files_are_skipped_with_reasons_and_never_abort(fresh_index: Index, 
     (folder / "dangling.txt").symlink_to(folder / "missing.txt")
     os.mkfifo(folder / "pipe.txt")
     (folder / "broken.pdf").write_bytes(b"%PDF-1.4 this is not really a pdf")
-    (folder / "image.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    (folder / "archive.zip").write_bytes(b"PK\x05\x06" + b"\x00" * 18)
     report = fresh_index.ingest(folder)
     reasons = {Path(s.path).name: s.reason for s in report.skipped}
     assert reasons == {
@@ -219,7 +219,7 @@ def test_bad_files_are_skipped_with_reasons_and_never_abort(fresh_index: Index, 
         "dangling.txt": "broken-symlink",
         "pipe.txt": "special-file",
         "broken.pdf": "pdf-broken",
-        "image.png": "unsupported",
+        "archive.zip": "unsupported",
     }
     assert report.added == 3
     assert report.files_seen == report.indexed + report.unchanged + len(report.skipped)

@@ -64,6 +64,68 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_watch(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from rag.watch import Sync, watch
+
+    if args.settle <= 0:
+        print(f"rag watch: --settle {args.settle}: give a number of seconds above 0", file=sys.stderr)
+        return 2
+    folder = Path(args.folder)
+    if not folder.is_dir():
+        what = "is not a folder" if folder.exists() else "does not exist"
+        print(f"rag watch: {folder} {what}; give the folder of documents to watch", file=sys.stderr)
+        return 1
+    stop = threading.Event()
+
+    def interrupt(signum: int, frame: object) -> None:
+        # The first Ctrl-C stops after the batch being written; a second one stops at once.
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+
+    def synced(s: Sync) -> None:
+        if line:
+            line.close()
+        if args.json:
+            print(json.dumps(s.as_dict()), flush=True)
+        elif not args.quiet:
+            r = s.report
+            what = f"{s.events} changes" if s.number else "catching up"
+            print(
+                f"rag watch: sync {s.number} ({what}): {r.added} added · {r.updated} updated · {r.moved} moved · "
+                f"{r.removed} removed · {len(r.skipped)} skipped · {r.seconds:.1f} s",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    line = ProgressLine(sys.stderr) if not args.quiet and sys.stderr.isatty() else None
+    previous = signal.signal(signal.SIGINT, interrupt)
+    try:
+        with _open(_config(args), create=True) as index:
+            if not args.quiet:
+                print(f"rag watch: watching {show(str(folder.resolve()))} (Ctrl-C stops)", file=sys.stderr, flush=True)
+            watch(
+                index,
+                folder,
+                on_sync=synced,
+                stop=stop,
+                quiet_s=args.settle,
+                delete=not args.no_delete,
+                progress=line,
+                on_busy=lambda why: print(f"rag watch: {why}; trying again", file=sys.stderr, flush=True),
+            )
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if line:
+            line.close()
+    if not args.quiet:
+        print("rag watch: stopped", file=sys.stderr)
+    return 0
+
+
 # --- search / ask ---------------------------------------------------------------------------------------------
 
 
@@ -485,6 +547,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "ingest": _cmd_ingest,
+    "watch": _cmd_watch,
     "search": _cmd_search,
     "ask": _cmd_ask,
     "explain": _cmd_explain,

@@ -97,6 +97,11 @@ def print_report(r: IngestReport, docs: int, chunks: int) -> None:
         f"embedded {r.chunks_embedded} chunks in {r.seconds:.1f} s{rate}; index now holds {docs} documents, "
         f"{chunks} chunks"
     )
+    if r.ocr_pages or r.ocr_cached:
+        rate = f" ({r.ocr_pages / r.ocr_seconds:.2f} pages/s)" if r.ocr_seconds else ""
+        print(f"OCR read {r.ocr_pages} pages in {r.ocr_seconds:.1f} s{rate}; {r.ocr_cached} pages from its cache")
+    if r.interrupted:
+        print("stopped between batches: what was committed stays; run it again to finish")
     if r.chunks_embedded == 0 and r.removed == 0 and not r.moved and not r.copied:
         print("nothing changed: no file needed embedding")
     if r.skipped:

@@ -6,6 +6,7 @@ import argparse
 import math
 import time
 
+from ingest.records import KINDS
 from rag.config import RETRIEVAL_MODES
 
 
@@ -46,7 +47,7 @@ def _retrieval_options() -> argparse.ArgumentParser:
     g.add_argument("--retrieval", choices=RETRIEVAL_MODES, help="retrieval mode (default hybrid)")
     g.add_argument("--mode", dest="retrieval", choices=RETRIEVAL_MODES, help=argparse.SUPPRESS)  # the old name
     g.add_argument("--path", metavar="GLOB", help="only files matching GLOB (e.g. '*.md', 'docs/*')")
-    g.add_argument("--kind", action="append", metavar="KIND", help="only these types: text markdown rst html pdf code")
+    g.add_argument("--kind", action="append", metavar="KIND", help=f"only these types: {' '.join(KINDS)}")
     g.add_argument("--since", type=_since, metavar="WHEN", help="only files modified since (2024-05-01, 7d, 12h)")
     g.add_argument("--mmr", type=_number, metavar="LAMBDA", help="diversify results (1: relevance only, 0.5: balanced)")
     g.add_argument("--reranker", metavar="M", help="cross-encoder folder to rerank with (none is bundled)")
@@ -91,6 +92,18 @@ def build_parser() -> argparse.ArgumentParser:
     ing.add_argument("--no-delete", action="store_true", help="keep documents whose files are gone")
     ing.add_argument("--chunk-tokens", type=int, metavar="N", help="chunk size in embedder tokens (default 254)")
     ing.add_argument("--chunk-overlap", type=int, metavar="N", help="overlap between chunks in tokens (32)")
+
+    wa = sub.add_parser(
+        "watch",
+        parents=[common],
+        help="keep the index in step with a folder as files change (Ctrl-C stops)",
+        epilog="Each burst of changes becomes one sync; with --json, one line of JSON per sync on stdout.",
+    )
+    wa.add_argument("folder", help="folder of documents; watched recursively")
+    wa.add_argument("--no-delete", action="store_true", help="keep documents whose files are gone")
+    wa.add_argument(
+        "--settle", type=_number, default=1.0, metavar="S", help="seconds of quiet before a sync (default 1)"
+    )
 
     retrieval = _retrieval_options()
     se = sub.add_parser("search", parents=[common, retrieval], help="show the chunks that best match a query")
