@@ -11,7 +11,8 @@ import hashlib
 import os
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -62,7 +63,8 @@ class Ocr:
 
         started = time.monotonic()
         try:
-            text = pytesseract.image_to_string(image, lang=self.languages, timeout=PAGE_TIMEOUT_S)
+            with _one_thread():
+                text = pytesseract.image_to_string(image, lang=self.languages, timeout=PAGE_TIMEOUT_S)
         except RuntimeError as e:  # pytesseract's timeout
             raise SkipFile("ocr-failed", f"{e}"[:200]) from None
         except pytesseract.TesseractError as e:
@@ -81,6 +83,22 @@ class Ocr:
 
     def _cache_file(self, key: str) -> Path | None:
         return None if self.cache is None else self.cache / key[:2] / f"{key}.txt"
+
+
+@contextmanager
+def _one_thread() -> Iterator[None]:
+    """Tesseract started with one OpenMP thread: its threads fight each other (and the embedder) on a machine with
+    few cores, making a page many times slower (docs/formats.md). The child inherits the variable at its start;
+    it is restored at once, so nothing else in this process sees it."""
+    before = os.environ.get("OMP_THREAD_LIMIT")
+    os.environ["OMP_THREAD_LIMIT"] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("OMP_THREAD_LIMIT", None)
+        else:
+            os.environ["OMP_THREAD_LIMIT"] = before
 
 
 def _tesseract_has(languages: str) -> bool:

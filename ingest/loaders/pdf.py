@@ -55,9 +55,9 @@ def load_pdf(data: bytes, ocr: Ocr | None = None) -> LoadedDocument:
             for block in row_blocks(rows):
                 builder.block(block.text, heading=f"table {number}, {rows_label(block)}", page=i + 1)
     if not builder.length:
-        detail = (
-            "no text layer, and OCR found no text" if ocr is not None else "no text layer (scanned?) and OCR is off"
-        )
+        detail = "no text layer (scanned?) and OCR is off"
+        if ocr is not None:
+            detail = "no text layer, and OCR found no text" if scanned else "no text layer, and its pages render blank"
         raise SkipFile("pdf-no-text", detail)
     return builder.document("pdf", str(title) if title else None)
 
