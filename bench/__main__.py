@@ -47,7 +47,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in ("_ingest", "_encode"):  # child processes of the ingest section
+    if argv and argv[0] in ("_ingest", "_encode", "_embed"):  # child processes of the ingest section
         return _worker(argv)
     args = _parser().parse_args(argv)
     sections = args.sections or list(DEFAULT)
@@ -144,7 +144,10 @@ def _worker(argv: list[str]) -> int:
     from bench import ingest
 
     out = Path(argv[argv.index("--out") + 1])
-    result = ingest.worker_ingest(argv[1], argv[2]) if argv[0] == "_ingest" else ingest.worker_encode(argv[1])
+    if argv[0] == "_ingest":
+        result = ingest.worker_ingest(argv[1], argv[2])
+    else:
+        result = ingest.worker_encode(argv[1], runtime="torch" if argv[0] == "_encode" else "onnx")
     out.write_text(json.dumps(result))
     return 0
 

@@ -102,9 +102,9 @@ class Config:
     rerank_candidates: int = 30
     # Maximal marginal relevance lambda (1: relevance only, lower: more diverse); unset: no MMR.
     mmr: float | None = None
-    # Query embedding: "auto" runs an ONNX export of the embedder (made once at ingest, cached under cache_dir,
-    # checked against sentence-transformers) when onnxruntime is installed, so `rag search` never loads torch;
-    # "torch" always uses sentence-transformers.
+    # Embedding: "auto" runs an ONNX export of the embedder (made once, cached under cache_dir, checked against
+    # sentence-transformers) when onnxruntime is installed, for queries (so `rag search` never loads torch) and
+    # documents (faster than sentence-transformers on a CPU); "torch" always uses sentence-transformers.
     embed_runtime: str = "auto"
     # Generator backend, one of BACKENDS.
     gen_backend: str = "auto"

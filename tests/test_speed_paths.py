@@ -5,8 +5,10 @@ No timings here: speed is measured by `python -m bench` (bench/RESULTS.md).
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -119,17 +121,26 @@ def test_onnx_query_vectors_match_sentence_transformers(sample_index: Index) -> 
     assert float((onnx * torch_vectors).sum(1).min()) >= 1 - 1e-4
 
 
-def test_search_process_never_imports_torch(sample_index: Index) -> None:
-    code = (
-        "import sys; from rag.cli import main; "
-        f"code = main(['--index', {str(sample_index.store.directory)!r}, 'search', 'top-p', '--json']); "
-        "heavy = [m for m in ('torch', 'transformers', 'sentence_transformers') if m in sys.modules]; "
-        "print('HEAVY', heavy, file=sys.stderr); sys.exit(code)"
+def _heavy_modules_after(code: str) -> tuple[list[str], str]:
+    """Run ``code`` in a fresh interpreter; which of torch, transformers, sentence-transformers it imported, and
+    its stdout."""
+    probe = (
+        "; import json, sys; "
+        "print(json.dumps([m for m in ('torch', 'transformers', 'sentence_transformers') if m in sys.modules]), "
+        "file=sys.stderr)"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    out = subprocess.run([sys.executable, "-c", code + probe], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert out.returncode == 0, out.stderr
-    assert "HEAVY []" in out.stderr
-    assert '"hits"' in out.stdout
+    return json.loads(out.stderr.strip().splitlines()[-1]), out.stdout
+
+
+def test_search_process_never_imports_torch(sample_index: Index) -> None:
+    index = str(sample_index.store.directory)
+    heavy, stdout = _heavy_modules_after(
+        f"from rag.cli import main; assert main(['--index', {index!r}, 'search', 'top-p', '--json']) == 0"
+    )
+    assert heavy == []
+    assert '"hits"' in stdout
 
 
 def test_large_index_switches_to_ivf_on_rebuild_and_keeps_removals(tmp_path) -> None:
@@ -233,6 +244,32 @@ def test_sentence_vectors_through_onnx_match_sentence_transformers(sample_index:
     _ = embedder.model  # exports the ONNX graph once
     texts = ["A short one.", "Top-p sampling keeps the smallest set of tokens whose probability reaches p." * 3, "x"]
     onnx = embedder.embed_sentences(texts)
-    reference = embedder.embed_documents(texts)
+    reference = embedder.model.encode(texts, normalize_embeddings=True, convert_to_numpy=True)
     assert embedder.query_runtime == "onnx"
     assert float((onnx * reference).sum(1).min()) > 1 - 1e-4
+
+
+def test_document_vectors_through_onnx_match_sentence_transformers(sample_index: Index) -> None:
+    embedder = sample_index.embedder
+    assert embedder.document_runtime == "onnx"
+    chunks = sample_index.store.document_chunks(sample_index.store.documents()[0].path)
+    texts = [c.text for c in chunks] + ["x", "Beam search keeps the best partial sequences. " * 40]
+    onnx = embedder.embed_documents(texts)
+    reference = embedder.model.encode(texts, normalize_embeddings=True, convert_to_numpy=True)
+    assert onnx.shape == reference.shape and onnx.dtype == np.float32
+    assert float((onnx * reference).sum(1).min()) > 1 - 1e-4
+
+
+def test_ingest_with_the_export_cached_never_imports_torch(sample_index: Index, tmp_path: Path) -> None:
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "note.md").write_text("# Tides\nThe harbour floods twice a day at spring tide.\n")
+    code = (
+        "from rag import Config, Index; "
+        f"index = Index.open(config=Config.load(index={str(tmp_path / 'idx')!r}), create=True); "
+        f"report = index.ingest({str(folder)!r}); "
+        "print(report.added, index.embedder.document_runtime)"
+    )
+    heavy, stdout = _heavy_modules_after(code)
+    assert heavy == []
+    assert stdout.split() == ["1", "onnx"]

@@ -1,13 +1,15 @@
-"""The embedder as an ONNX graph, so a query can be embedded without importing torch.
+"""The embedder as an ONNX graph: queries embedded without importing torch, documents embedded faster.
 
 ``rag search`` runs as a fresh process: importing torch and sentence-transformers alone takes seconds, while
-onnxruntime, `tokenizers` and numpy load in a fraction of that. The transformer is exported once (with torch, at
+onnxruntime, `tokenizers` and numpy load in a fraction of that. Ingest embeds documents through the same graph,
+in batches of similar length, because onnxruntime runs this model well ahead of torch on a CPU
+(bench/RESULTS.md, "Document embedding"). The transformer is exported once (with torch, at
 ingest time, when torch is loaded anyway) into the cache directory, keyed by the embedder's identity, and checked
 against sentence-transformers before it is kept. Pooling and normalisation are done here in numpy.
 
-Only models whose sentence-transformers pipeline is Transformer -> mean Pooling [-> Normalize] qualify (the
-bundled all-MiniLM-L6-v2 does); for anything else, or when onnxruntime is not installed or the export fails, the
-torch path stays in use.
+Only models whose sentence-transformers pipeline is Transformer -> mean Pooling [-> Normalize] with no prompts
+qualify (the bundled all-MiniLM-L6-v2 does); for anything else, or when onnxruntime is not installed or the
+export fails, the torch path stays in use.
 """
 
 from __future__ import annotations
@@ -59,7 +61,18 @@ def eligible(source: EmbedderSource) -> bool:
     except (OSError, ValueError, KeyError, StopIteration):
         return False
     others = [k for k, v in pooling.items() if k.startswith("pooling_mode_") and v and k != "pooling_mode_mean_tokens"]
+    if _prompts(folder):  # sentence-transformers prepends them; this graph would not
+        return False
     return bool(pooling.get("pooling_mode_mean_tokens")) and not others and (folder / "tokenizer.json").is_file()
+
+
+def _prompts(folder: Path) -> bool:
+    """Whether the model asks for a text prepended to queries or documents (E5, BGE, ... do)."""
+    try:
+        config = json.loads((folder / "config_sentence_transformers.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return any(config.get("prompts", {}).values()) or bool(config.get("default_prompt_name"))
 
 
 def export(model: Any, source: EmbedderSource, cache_dir: Path) -> Path | None:
@@ -120,7 +133,7 @@ def export(model: Any, source: EmbedderSource, cache_dir: Path) -> Path | None:
 class OnnxEmbedder:
     """Runs an exported embedder: `tokenizers` for ids, onnxruntime for the transformer, numpy for pooling."""
 
-    def __init__(self, path: Path, source: EmbedderSource, max_seq_length: int | None = None) -> None:
+    def __init__(self, path: Path, source: EmbedderSource, max_seq_length: int | None = None, threads: int = 1) -> None:
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
@@ -128,8 +141,9 @@ class OnnxEmbedder:
 
         options = ort.SessionOptions()
         options.log_severity_level = 3
-        # One short query: more threads cost more to start than they save.
-        options.intra_op_num_threads = 1
+        # One short query: more threads cost more to start than they save. Documents: 0, onnxruntime's default
+        # of one per physical core.
+        options.intra_op_num_threads = threads
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.inputs = {i.name for i in self.session.get_inputs()}
         self.tokenizer = Tokenizer.from_file(str(Path(source.location) / "tokenizer.json"))
