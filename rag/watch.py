@@ -61,7 +61,7 @@ class _Events:
 
     def _relevant(self, path: Path) -> bool:
         """Outside the index's own folder, and not hidden (the walk leaves hidden files out too)."""
-        if any(path == d or path.is_relative_to(d) for d in self.ignored):
+        if any(path.is_relative_to(d) for d in self.ignored):
             return False
         try:
             parts = path.relative_to(self.folder).parts

@@ -7,7 +7,6 @@ must point (a substring of the hit's location: page, slide, sheet rows, chapter,
 from __future__ import annotations
 
 import io
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -369,7 +368,3 @@ def write_all(folder: Path, *, ocr: bool = True) -> list[Sample]:
         sample.write(folder / sample.name)
         written.append(sample)
     return written
-
-
-def dump(samples: list[Sample]) -> str:
-    return json.dumps([s.name for s in samples])

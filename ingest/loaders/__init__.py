@@ -136,11 +136,14 @@ def load(path: Path, data: bytes | None = None, *, ocr: Ocr | None = None) -> Lo
 
 def _read(kind: str, ext: str, data: bytes, ocr: Ocr | None) -> LoadedDocument:
     """Parse ``data`` with the loader of its format (its module imported now: `rag --help` never pays for it)."""
-    if kind in ("pdf", "image"):
-        from ingest.loaders.images import load_image
+    if kind == "pdf":
         from ingest.loaders.pdf import load_pdf
 
-        return (load_pdf if kind == "pdf" else load_image)(data, ocr)
+        return load_pdf(data, ocr)
+    if kind == "image":
+        from ingest.loaders.images import load_image
+
+        return load_image(data, ocr)
     if ext in _READERS:
         module, function = _READERS[ext]
         return getattr(importlib.import_module(f"ingest.loaders.{module}"), function)(data)

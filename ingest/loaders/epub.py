@@ -29,13 +29,18 @@ def load_epub(data: bytes) -> LoadedDocument:
         chapter_doc = load_html(item.get_content().decode("utf-8", errors="replace"))
         chapter = titles.get(item.get_name()) or chapter_doc.title
         for section in chapter_doc.sections:
-            sub = section.heading
-            heading = sub if not chapter or sub == chapter else chapter if not sub else f"{chapter} > {sub}"
-            builder.block(chapter_doc.text[section.start : section.end], heading=heading)
+            builder.block(chapter_doc.text[section.start : section.end], heading=_place(chapter, section.heading))
     if not builder.length:
         raise SkipFile("empty", "no text in the e-book's chapters")
     found = book.get_metadata("DC", "title")
     return builder.document("epub", found[0][0] if found else None)
+
+
+def _place(chapter: str | None, heading: str | None) -> str | None:
+    """A section's citation: the chapter, then the section's own heading path when it says more."""
+    if not chapter or heading == chapter:
+        return heading
+    return f"{chapter} > {heading}" if heading else chapter
 
 
 def _toc_titles(toc: Any) -> dict[str, str]:

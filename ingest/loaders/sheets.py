@@ -8,6 +8,7 @@ import io
 from collections.abc import Iterable, Sequence
 
 from ingest.loaders.document import LoadedDocument, TextBuilder, parsing
+from ingest.loaders.opendocument import cell_texts
 from ingest.loaders.tables import MAX_COLUMNS, clean_rows, row_blocks, rows_label
 from ingest.loaders.text import decode_text
 from ingest.records import SkipFile
@@ -59,8 +60,6 @@ def load_xls(data: bytes) -> LoadedDocument:
 
 def load_ods(data: bytes) -> LoadedDocument:
     from odf import opendocument, table
-
-    from ingest.loaders.opendocument import cell_texts
 
     with parsing("spreadsheet-broken"):
         doc = opendocument.load(io.BytesIO(data))

@@ -61,7 +61,7 @@ class Embedder:
     def _onnx_documents(self):  # -> rag.models.onnx_embedder.OnnxEmbedder | None
         """The export's session for batches of documents: a thread per core. With the export cached, ingest never
         loads torch at all."""
-        if self.cache_dir is None or self.runtime != "auto":
+        if self.cache_dir is None or self.runtime != "auto":  # no export will ever exist: keep torch unloaded
             return None
         from rag.models import onnx_embedder as onnx
 
