@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 QUESTION ?= Who introduced nucleus (top-p) sampling?
 
-.PHONY: setup ocr browser demo test lint bench clean
+.PHONY: setup ocr browser postgres demo test lint bench clean
 
 $(VENV)/.installed: pyproject.toml Makefile bundled-models.txt
 	$(PYTHON) -m venv $(VENV)
@@ -44,7 +44,17 @@ browser:
 	  apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >/dev/null; \
 	fi
 
-test: lint browser
+# The store tests run over SQLite and over a real PostgreSQL server they start themselves (initdb and pg_ctl into a
+# temporary directory, loopback only); Debian's postgresql is installed here when we are root and it is missing,
+# else those tests are skipped with the reason.
+postgres:
+	@if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
+	  && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing postgresql for the store tests (apt-get)"; \
+	  apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >/dev/null; \
+	fi
+
+test: lint browser postgres
 	$(BIN)/python -m pytest -q
 
 # Speed against baselines measured in the same run (several minutes; see bench/RESULTS.md).

@@ -1,6 +1,7 @@
 """`python -m bench [SECTION ...]`: measure rag-local's speed and print a table per section.
 
-Sections: generation, retrieval, ingest, coldstart, quality, serve, conversations, ocr (default: the first four).
+Sections: generation, retrieval, ingest, coldstart, quality, serve, conversations, ocr, store (default: the first
+four).
 ``--smoke`` runs a tiny configuration of each (seconds, for the test that keeps this code from rotting);
 ``--json FILE`` saves the rows.
 """
@@ -15,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-SECTIONS = ("generation", "retrieval", "ingest", "coldstart", "quality", "serve", "conversations", "ocr")
+SECTIONS = ("generation", "retrieval", "ingest", "coldstart", "quality", "serve", "conversations", "ocr", "store")
 DEFAULT = ("generation", "retrieval", "ingest", "coldstart")
 
 
@@ -40,6 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--searches", type=int, default=200, help="serve: search requests (200)")
     p.add_argument("--asks", type=int, default=20, help="serve: chat-completion requests (20)")
     p.add_argument("--pages", type=int, default=10, help="ocr: scanned pages (10)")
+    p.add_argument("--chunks", type=int, default=1_000_000, help="store: synthetic chunks per store (1,000,000)")
     p.add_argument("--json", metavar="FILE", help="also write all rows as JSON")
     p.add_argument("--cache-dir", type=Path, help="generator/ONNX cache (default: rag's, ~/.cache/rag)")
     return p
@@ -47,7 +49,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in ("_ingest", "_encode", "_embed"):  # child processes of the ingest section
+    if argv and argv[0] in ("_ingest", "_encode", "_embed", "_store_build", "_store_search"):  # child processes
         return _worker(argv)
     args = _parser().parse_args(argv)
     sections = args.sections or list(DEFAULT)
@@ -110,6 +112,10 @@ def _run(section: str, args: argparse.Namespace, cache_dir: Path) -> list[dict[s
         from bench import ocr
 
         return ocr.run(1 if smoke else args.pages)
+    if section == "store":
+        from bench import store
+
+        return store.run(20_000 if smoke else args.chunks)
     if section == "serve":
         from bench import serve
 
@@ -141,10 +147,14 @@ def _ratios(rows: list[dict[str, Any]], baseline: str, rival: str) -> list[dict[
 
 
 def _worker(argv: list[str]) -> int:
-    from bench import ingest
+    from bench import ingest, store
 
     out = Path(argv[argv.index("--out") + 1])
-    if argv[0] == "_ingest":
+    if argv[0] == "_store_build":
+        result = store.worker_build(argv[1], argv[2], int(argv[3]))
+    elif argv[0] == "_store_search":
+        result = store.worker_search(argv[1], argv[2])
+    elif argv[0] == "_ingest":
         result = ingest.worker_ingest(argv[1], argv[2])
     else:
         result = ingest.worker_encode(argv[1], runtime="torch" if argv[0] == "_encode" else "onnx")

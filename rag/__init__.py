@@ -34,6 +34,7 @@ if TYPE_CHECKING:
         ModelNotFoundError,
         RagError,
         SourceNotFoundError,
+        StoreUnavailableError,
     )
     from rag.models.decoding import Decoding
     from rag.retrieval.retrieve import Candidate, Retrieval
@@ -70,6 +71,7 @@ _EXPORTS = {
     "Retrieval": "rag.retrieval.retrieve",
     "SkippedFile": "ingest.records",
     "SourceNotFoundError": "rag.errors",
+    "StoreUnavailableError": "rag.errors",
     "Support": "rag.answer.support",
     "Turn": "rag.conversation",
     "embedding_map": "rag.tools.embedding_map",
@@ -103,6 +105,7 @@ __all__ = [
     "Retrieval",
     "SkippedFile",
     "SourceNotFoundError",
+    "StoreUnavailableError",
     "Support",
     "Turn",
     "embedding_map",

@@ -67,7 +67,7 @@ class Index:
         """
         config = config or Config.load()
         directory = Path(path) if path is not None else config.index
-        return cls(Store.open(directory, create=create), config)
+        return cls(Store.open(directory, create=create, url=config.store), config)
 
     def close(self) -> None:
         """Release the database; later calls raise :class:`~rag.errors.IndexClosedError`. Models stay loaded
@@ -231,8 +231,8 @@ class Index:
         (dense), BM25 score (bm25), fused RRF score (hybrid) or the cross-encoder score (reranked).
         """
         _check_question(query)
+        self.store.refresh()  # also when it was empty at open: a long-lived reader sees the first ingest
         if self.store.dim is not None:
-            self.store.refresh()
             self._check_embedder()
         c = self.config
         return retrieve(

@@ -59,8 +59,12 @@ def _default_cache_dir() -> Path:
 class Config:
     """Effective settings. Build it with :meth:`Config.load` to apply the environment."""
 
-    # Where the index lives: SQLite database plus FAISS vectors.
+    # Where the index lives: SQLite database plus FAISS vectors; with `store`, this machine's FAISS cache.
     index: Path = Path(".rag")
+    # The database the index's records live in: none keeps them in SQLite in `index`; a postgresql:// URL shares
+    # one index between machines (docs/postgres.md). Give the password through the URL in RAG_STORE, or in
+    # ~/.pgpass, rather than on a command line every user of the machine can see.
+    store: str | None = field(default=None, repr=False)
     # Bundled name, a sentence-transformers folder, or a hub id (the only case that touches the network).
     embed_model: str = BUNDLED_EMBEDDER
     # Bundled name, a causal-LM folder, a .gguf file, or a hub id.
@@ -172,6 +176,10 @@ class Config:
                 f"candidates={self.candidates} and rerank_candidates={self.rerank_candidates} must be at least 1"
             )
         check_mmr(self.mmr)
+        if self.store is not None and not re.match(r"postgresql(\+psycopg)?://", self.store):
+            raise ConfigError(
+                f"store {redact_url(self.store)!r}: use a postgresql://USER@HOST:PORT/DATABASE URL, or none for SQLite"
+            )
         if self.ocr_languages is not None and not re.fullmatch(r"[A-Za-z_]+(\+[A-Za-z_]+)*", self.ocr_languages):
             raise ConfigError(
                 f"ocr_languages={self.ocr_languages!r} is not a Tesseract language list such as 'eng' or 'eng+deu'"
@@ -180,7 +188,13 @@ class Config:
     def as_dict(self) -> dict[str, Any]:
         values = {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(self).items()}
         values["api_key"] = "(set)" if self.api_key else None
+        values["store"] = redact_url(self.store) if self.store else None
         return values
+
+
+def redact_url(url: str) -> str:
+    """``url`` without the password it may carry (``user:secret@host`` -> ``user:***@host``)."""
+    return re.sub(r"(//[^/@:]*:)[^/@]*@", r"\1***@", url)
 
 
 def _coerce(name: str, value: Any, type_name: Any, source: str) -> Any:

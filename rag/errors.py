@@ -39,3 +39,7 @@ class IndexWriteError(RagError):
 
 class IndexClosedError(RagError):
     """The :class:`~rag.api.Index` was closed; open it again with ``Index.open``."""
+
+
+class StoreUnavailableError(RagError):
+    """The configured PostgreSQL store cannot be reached, or refused the connection."""

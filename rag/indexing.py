@@ -168,6 +168,8 @@ def status(store: Store, config: Config) -> dict[str, Any]:
         kinds[d.kind] = kinds.get(d.kind, 0) + 1
     return {
         "index": str(store.directory.resolve()),
+        "store": store.where if store.shared else "sqlite",
+        "database_bytes": store.database_bytes(),
         "documents": docs,
         "chunks": chunks,
         "by_type": kinds,

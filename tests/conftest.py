@@ -12,6 +12,8 @@ import pytest
 from rag import Config, Index
 from rag.config import BUNDLED_GENERATOR
 from rag.models.sources import bundled_embedder_dir
+from tests import postgres as postgres_server
+from tests import stores
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_DOCS = ROOT / "sample_docs"
@@ -90,3 +92,47 @@ def other_embedder_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("other-model")
     other.save(str(path))
     return path
+
+
+@pytest.fixture(scope="session")
+def postgres() -> postgres_server.Server:
+    """A real PostgreSQL server started for this session (skipped, saying why, where none can run)."""
+    reason = postgres_server.missing()
+    if reason:
+        pytest.skip(reason)
+    with postgres_server.running() as server:
+        yield server
+
+
+@pytest.fixture()
+def pg_url(postgres: postgres_server.Server, request: pytest.FixtureRequest) -> str:
+    """The URL of a new, empty database on the session's server, dropped after the test."""
+    name = "t_" + "".join(c if c.isalnum() else "_" for c in request.node.name.lower())[:50]
+    postgres.sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    postgres.sql(f"CREATE DATABASE {name}")
+    yield postgres.url(name)
+    postgres.sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest) -> stores.Backend:
+    """Each store in turn, for the tests of what every store must guarantee."""
+    if request.param == "sqlite":
+        return stores.Backend("sqlite")
+    return stores.Backend("postgresql", request.getfixturevalue("postgres"))
+
+
+@pytest.fixture()
+def location(backend: stores.Backend, tmp_path: Path) -> stores.Location:
+    """Where a new index lives on each store in turn (nothing created yet)."""
+    return backend.new(tmp_path / "idx")
+
+
+@pytest.fixture()
+def any_index(location: stores.Location, sample_index: Index) -> Index:
+    """As ``fresh_index``, on each store in turn: the contract every store keeps."""
+    index = Index.open(config=location.config(sample_index.config.cache_dir), create=True)
+    index.embedder = sample_index.embedder
+    index.generator = sample_index.generator
+    yield index
+    index.close()

@@ -25,9 +25,18 @@ def test_index_path_from_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) ->
         ("RAG_TOP_K", "3", "RAG_TOP_K was renamed RAG_SOURCES_K"),
         ("RAG_SOURCES_K", "many", "not a valid int"),
         ("RAG_CHUNK_OVERLAP", "500", "chunk_overlap"),
+        ("RAG_STORE", "mysql://u:pw@db/rag", "use a postgresql://"),
     ],
 )
 def test_bad_settings_fail_loudly(monkeypatch: pytest.MonkeyPatch, env: str, value: str, match: str) -> None:
     monkeypatch.setenv(env, value)
     with pytest.raises(ConfigError, match=match):
         Config.load()
+
+
+def test_the_store_url_is_shown_without_its_password(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RAG_STORE", "postgresql://rag:s3cret@db.internal:5432/rag")
+    config = Config.load()
+    assert config.store == "postgresql://rag:s3cret@db.internal:5432/rag"
+    assert config.as_dict()["store"] == "postgresql://rag:***@db.internal:5432/rag"
+    assert "s3cret" not in repr(config)

@@ -1,4 +1,5 @@
-"""Crash safety and concurrency with real processes: SIGKILL mid-ingest, readers during a write."""
+"""Crash safety and concurrency with real processes, on each store: SIGKILL mid-ingest, readers during a write, and
+two machines (two index directories) sharing one PostgreSQL store."""
 
 from __future__ import annotations
 
@@ -6,7 +7,6 @@ import hashlib
 import os
 import random
 import select
-import shutil
 import signal
 import subprocess
 import sys
@@ -16,10 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from rag import Config, Index
+from rag import Index
+from tests.postgres import Server
+from tests.stores import Backend, Location
 
 N_FILES = 24
-TRIALS = 20
+# A PostgreSQL trial copies a database (CREATE DATABASE ... TEMPLATE): fewer of them keep the suite short.
+TRIALS = {"sqlite": 20, "postgresql": 10}
 
 # The real CLI, with small batches so that a run makes many commits for the kills to fall between and inside.
 HARNESS = textwrap.dedent(
@@ -94,10 +97,10 @@ class _Zygote:
         )
         assert self.proc.stdout and self.proc.stdout.readline().strip() == "ready"
 
-    def run(self, index_dir: Path, folder: Path, kill_after: float | None = None) -> int:
+    def run(self, location: Location, folder: Path, kill_after: float | None = None) -> int:
         """Ingest in a forked child; SIGKILL it after ``kill_after`` s. Returns its exit code (-9 when killed)."""
         assert self.proc.stdin and self.proc.stdout
-        self.proc.stdin.write("\t".join(["--index", str(index_dir), "ingest", str(folder), "--quiet"]) + "\n")
+        self.proc.stdin.write("\t".join([*location.args(), "ingest", str(folder), "--quiet"]) + "\n")
         pid = int(self.proc.stdout.readline())
         if kill_after is not None and not select.select([self.proc.stdout], [], [], kill_after)[0]:
             os.kill(pid, signal.SIGKILL)
@@ -134,34 +137,32 @@ def _check_old_or_new(index: Index, folder: Path) -> tuple[int, int]:
 
 
 @pytest.fixture(scope="module")
-def old_index(tmp_path_factory: pytest.TempPathFactory, sample_index: Index) -> tuple[Path, Path]:
+def old_index(tmp_path_factory: pytest.TempPathFactory, sample_index: Index, backend: Backend) -> tuple[Location, Path]:
     """An index of the OLD corpus (built in-process), and the folder it indexes, now holding the NEW corpus."""
     root = tmp_path_factory.mktemp("crash")
     folder = root / "docs"
     _write_corpus(folder, "OLD")
-    config = Config.load(index=root / "old-index", cache_dir=sample_index.config.cache_dir)
-    with Index.open(config=config, create=True) as index:
-        index.embedder = sample_index.embedder
+    location = backend.new(root / "old-index")
+    with _open(location, sample_index, create=True) as index:
         index.ingest(folder)
     _write_corpus(folder, "NEW")
-    return root / "old-index", folder
+    return location, folder
 
 
-def _open(index_dir: Path, sample_index: Index) -> Index:
-    index = Index.open(config=Config.load(index=index_dir, cache_dir=sample_index.config.cache_dir))
+def _open(location: Location, sample_index: Index, create: bool = False) -> Index:
+    index = Index.open(config=location.config(sample_index.config.cache_dir), create=create)
     index.embedder = sample_index.embedder
     return index
 
 
 def test_sigkill_at_random_points_leaves_old_or_new_never_both(
-    old_index: tuple[Path, Path], sample_index: Index, tmp_path: Path
+    old_index: tuple[Location, Path], sample_index: Index, tmp_path: Path, backend: Backend
 ) -> None:
-    old_dir, folder = old_index
+    old, folder = old_index
     zygote = _Zygote()
     try:
         # One undisturbed run sets the time scale for the kills.
-        full = tmp_path / "full"
-        shutil.copytree(old_dir, full)
+        full = backend.copy(old, tmp_path / "full")
         started = time.monotonic()
         assert zygote.run(full, folder) == 0
         duration = time.monotonic() - started
@@ -170,9 +171,8 @@ def test_sigkill_at_random_points_leaves_old_or_new_never_both(
 
         rng = random.Random(20261122)
         outcomes = []
-        for trial in range(TRIALS):
-            target = tmp_path / f"trial{trial}"
-            shutil.copytree(old_dir, target)
+        for trial in range(TRIALS[backend.name]):
+            target = backend.copy(old, tmp_path / f"trial{trial}")
             kill_after = rng.uniform(0.0, duration)
             code = zygote.run(target, folder, kill_after)
             assert code in (0, -signal.SIGKILL)
@@ -192,13 +192,12 @@ def test_sigkill_at_random_points_leaves_old_or_new_never_both(
 
 
 def test_readers_see_committed_state_while_a_writer_runs(
-    old_index: tuple[Path, Path], sample_index: Index, tmp_path: Path
+    old_index: tuple[Location, Path], sample_index: Index, tmp_path: Path, backend: Backend
 ) -> None:
-    old_dir, folder = old_index
-    target = tmp_path / "live"
-    shutil.copytree(old_dir, target)
+    old, folder = old_index
+    target = backend.copy(old, tmp_path / "live")
     writer = subprocess.Popen(
-        [sys.executable, "-c", HARNESS, "--index", str(target), "ingest", str(folder), "--quiet"],
+        [sys.executable, "-c", HARNESS, *target.args(), "ingest", str(folder), "--quiet"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
@@ -220,3 +219,83 @@ def test_readers_see_committed_state_while_a_writer_runs(
     long_lived.close()
     assert errors == []
     assert searches > 3 and len(generations) > 1, (searches, generations)  # it really ran during commits
+
+
+def _database(location: Location) -> str:
+    assert location.url is not None
+    return location.url.rsplit("/", 1)[1]
+
+
+def test_two_machines_share_one_postgres_store(postgres: Server, sample_index: Index, tmp_path: Path) -> None:
+    """Machine A syncs a folder into PostgreSQL, machine B (its own index directory and FAISS cache) searches all
+    along and sees each commit; A is killed -9 in the middle of a sync, and both go on."""
+    folder = tmp_path / "docs"
+    _write_corpus(folder, "OLD")
+    machine_a = Backend("postgresql", postgres).new(tmp_path / "machine-a")
+    machine_b = machine_a.elsewhere(tmp_path / "machine-b")
+
+    def sync() -> subprocess.Popen[bytes]:
+        args = [sys.executable, "-c", HARNESS, *machine_a.args(), "ingest", str(folder), "--quiet"]
+        return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    errors: list[str] = []
+    seen: list[int] = []
+
+    def search_while(writer: subprocess.Popen[bytes], reader: Index, after_s: float = 0.0, stop_at: int = 0) -> None:
+        """Search until the writer exits (and ``after_s`` more), or until B has seen generation ``stop_at``."""
+        until = None
+        while until is None or time.monotonic() < until:
+            if until is None and (writer.poll() is not None or (stop_at and seen and seen[-1] >= stop_at)):
+                until = time.monotonic() + after_s
+            try:
+                # Words of every document: whatever batch is committed, its chunks match.
+                hits = reader.search("field notes: observation recorded at station", k=3)
+                assert len(hits) == 3 and all("Observation" in h.text for h in hits), hits
+                if not seen or seen[-1] != reader.store.meta["generation"]:
+                    seen.append(reader.store.meta["generation"])
+            except Exception as e:  # any failure at all counts
+                errors.append(f"{type(e).__name__}: {e}")
+
+    writer = sync()
+    while True:  # B opens as soon as A's first batch is committed
+        try:
+            reader = _open(machine_b, sample_index)
+            if reader.store.counts()[1]:  # the embedder is recorded before the first batch commits
+                break
+            reader.close()
+        except Exception as e:
+            assert "no index in the store" in str(e), e
+        assert writer.poll() is None, "the first sync ended before machine B saw anything"
+        time.sleep(0.05)
+    search_while(writer, reader)
+    assert writer.returncode == 0, writer.stderr.read().decode() if writer.stderr else ""
+    assert errors == []
+    search_while(writer, reader)  # once more, after the last commit
+    first_run = list(seen)
+    # B followed the commits as they came (one per batch of 3 files; two may fall between two searches) up to
+    # the last one A made.
+    assert len(first_run) >= 5 and first_run == sorted(set(first_run)), first_run
+    assert first_run[-1] == int(postgres.sql("SELECT value FROM meta WHERE key = 'generation'", _database(machine_a)))
+
+    _write_corpus(folder, "NEW")
+    writer = sync()
+    search_while(writer, reader, stop_at=first_run[-1] + 2)  # two batches of the new corpus are in
+    os.kill(writer.pid, signal.SIGKILL)
+    assert writer.wait() == -signal.SIGKILL, "the sync ended before it could be killed"
+    search_while(writer, reader, after_s=1.0)
+    assert errors == []
+    killed_at = seen[-1]
+    assert killed_at >= first_run[-1] + 2
+
+    # Both machines go on: A's next sync finishes what was killed, and B sees all of it.
+    with _open(machine_a, sample_index) as index:
+        assert index.doctor() == []
+    writer = sync()
+    search_while(writer, reader)
+    assert writer.returncode == 0, writer.stderr.read().decode() if writer.stderr else ""
+    assert errors == []
+    assert _check_old_or_new(reader, folder) == (0, N_FILES)
+    assert sorted(p.name for p in machine_b.directory.iterdir() if p.suffix == ".faiss") == [
+        f"vectors-{reader.store.meta['generation']}.faiss"
+    ]
+    reader.close()

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from sqlalchemy import text
 
 from ingest.records import Chunk, DocumentInfo
 from rag import Config, ConfigError, Index, ModelNotFoundError
@@ -16,6 +17,7 @@ from rag.retrieval.retrieve import Fusion, fuse, retrieve
 from rag.storage.fts import fts_query
 from rag.storage.store import Store
 from rag.types import Filters
+from tests.stores import Location
 
 from .conftest import SAMPLE_DOCS, load_questions
 
@@ -30,6 +32,9 @@ def _units(n: int, seed: int = 0) -> np.ndarray:
 
 
 def _fts_rows(store: Store) -> int:
+    if store.engine.dialect.name == "postgresql":  # a generated column: every chunk has its tsvector
+        with store.engine.connect() as conn:
+            return conn.execute(text("SELECT count(*) FROM chunks WHERE fts IS NOT NULL")).scalar()
     db = sqlite3.connect(store.directory / "index.db")
     try:
         # 'integrity-check' with rank 1 compares the FTS index with the content table and raises on any drift.
@@ -39,8 +44,8 @@ def _fts_rows(store: Store) -> int:
         db.close()
 
 
-def test_fts_follows_inserts_replacements_and_deletes(tmp_path: Path) -> None:
-    store = Store.open(tmp_path, create=True)
+def test_fts_follows_inserts_replacements_and_deletes(location: Location) -> None:
+    store = Store.open(location.directory, create=True, url=location.url)
     store.set_meta({"embedder": {"dim": 8}})
     a, b = DocumentInfo("/a.txt", "h1", 1, 1.0, "text"), DocumentInfo("/b.txt", "h2", 1, 1.0, "text")
     with store.transaction() as tx:
@@ -88,6 +93,7 @@ def test_index_without_fts_gets_it_on_open(tmp_path: Path) -> None:
     for trigger in ("chunks_fts_insert", "chunks_fts_delete", "chunks_fts_update"):
         db.execute(f"DROP TRIGGER {trigger}")
     db.execute("DROP TABLE chunks_fts")
+    db.execute("DROP TABLE alembic_version")  # made before the migrations, too
     db.commit()
     db.close()
     reopened = Store.open(tmp_path)
@@ -129,6 +135,27 @@ def test_bm25_and_hybrid_find_the_lexical_question_dense_misses(sample_index: In
     assert not _found(sample_index.search(Q19["question"], 5, retrieval="dense")) & files
     assert _found(sample_index.search(Q19["question"], 5, retrieval="bm25")) & files
     assert _found(sample_index.search(Q19["question"], 5)) & files  # the default, hybrid
+
+
+def test_every_store_retrieves_alike(any_index: Index, sample_index: Index) -> None:
+    """The same documents and vectors: dense hits identical to the session's SQLite index, BM25 (FTS5 or
+    PostgreSQL's tsvector) finding what dense misses, and filters inside every mode."""
+    any_index.ingest(SAMPLE_DOCS)
+    assert any_index.counts() == sample_index.counts()
+    for question in [q["question"] for q in load_questions()[:8]]:
+        ours, theirs = (i.search(question, 5, retrieval="dense") for i in (any_index, sample_index))
+        assert [(h.path, h.start) for h in ours] == [(h.path, h.start) for h in theirs]
+        assert [h.score for h in ours] == pytest.approx([h.score for h in theirs], abs=1e-5)
+    files = set(Q19["files"])
+    assert _found(any_index.search(Q19["question"], 5, retrieval="bm25")) & files
+    assert _found(any_index.search(Q19["question"], 5)) & files
+    query = "how do tokens attend to each other in self-attention?"
+    for mode in ("dense", "bm25", "hybrid"):
+        hits = any_index.search(query, 4, retrieval=mode, filters=Filters(kinds=("pdf",)))
+        assert len(hits) == 4 and {h.kind for h in hits} == {"pdf"}, mode
+        hits = any_index.search("probability of the next token", 5, retrieval=mode, filters=Filters(path="decoding/*"))
+        assert hits and all("/decoding/" in h.path for h in hits), mode
+    assert any_index.search("attention", 5, filters=Filters(path="no-such-dir/*")) == []
 
 
 def test_candidates_explain_every_hit(sample_index: Index) -> None:
@@ -176,7 +203,8 @@ def test_path_glob_filter(sample_index: Index) -> None:
     assert sample_index.search("attention", 5, filters=Filters(path="no-such-dir/*")) == []
 
 
-def test_modified_since_filter(fresh_index: Index, docs_copy: Path) -> None:
+def test_modified_since_filter(any_index: Index, docs_copy: Path) -> None:
+    fresh_index = any_index
     old = time.time() - 30 * 86400
     for path in docs_copy.rglob("*"):
         os.utime(path, (old, old))
@@ -241,7 +269,8 @@ def test_retrieval_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch
         Config.load()
 
 
-def test_rows_replaced_under_a_stale_reader_do_not_take_the_k_places(fresh_index: Index, tmp_path: Path) -> None:
+def test_rows_replaced_under_a_stale_reader_do_not_take_the_k_places(any_index: Index, tmp_path: Path) -> None:
+    fresh_index = any_index
     folder = tmp_path / "notes"
     folder.mkdir()
 
@@ -262,3 +291,18 @@ def test_rows_replaced_under_a_stale_reader_do_not_take_the_k_places(fresh_index
     assert len(r.hits) == 3 and all("revised" in h.text for h in r.hits)
     assert any(c.reason == "missing" for c in r.candidates)
     reader.close()
+
+
+def test_bm25_weighs_a_rare_word_above_a_common_one(location: Location) -> None:
+    # IDF: FTS5's BM25 has it, and so does the BM25 computed over PostgreSQL's tsvector (ts_rank_cd has none).
+    store = Store.open(location.directory, create=True, url=location.url)
+    store.set_meta({"embedder": {"dim": 8}})
+    with store.transaction() as tx:
+        for n in range(30):
+            words = "harbour ferry timetable" if n else "harbour lighthouse"
+            tx.put_document(DocumentInfo(f"/{n}.txt", f"h{n}", 1, 1.0, "text"), [_chunk(words)], _units(1, n))
+    assert len(store.bm25("harbour", 50)) == 30
+    top = store.bm25("harbour ferry lighthouse", 3)
+    assert store.chunks([top[0][0]])[top[0][0]].path == "/0.txt"  # the only chunk with the rare word
+    assert top[0][1] > top[1][1] > 0
+    store.close()

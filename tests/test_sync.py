@@ -1,4 +1,5 @@
-"""`rag ingest` as a sync: add, change, delete, rename, copy, several folders, settings changes, bad input."""
+"""`rag ingest` as a sync: add, change, delete, rename, copy, several folders, settings changes, bad input (tests
+taking `any_index` or `location` run on each store)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest
 from rag import Config, Index, IndexBusyError, ModelMismatchError, SourceNotFoundError
 from rag.cli import main as cli
 from rag.storage import health
+from tests.stores import Location
 
 from .test_cli import run
 
@@ -37,8 +39,8 @@ def _no_duplicates(index: Index) -> None:
     assert sorted(index.store.vectors.ids().tolist()) == index.store.chunk_ids()
 
 
-def test_sync_add_change_delete_rename_copy(fresh_index: Index, docs_copy: Path) -> None:
-    index = fresh_index
+def test_sync_add_change_delete_rename_copy(any_index: Index, docs_copy: Path) -> None:
+    index = any_index
     first = index.ingest(docs_copy)
     assert first.added >= 10 and first.chunks_embedded == first.chunks_added > 0
     _no_duplicates(index)
@@ -143,8 +145,10 @@ def test_changed_chunker_settings_rechunk_everything(sample_index: Index, tmp_pa
         _no_duplicates(index)
 
 
-def test_doctor_finds_and_repairs_a_stale_and_damaged_faiss_file(fresh_index: Index, docs_copy: Path) -> None:
-    index = fresh_index
+def test_doctor_finds_and_repairs_a_stale_and_damaged_faiss_file(
+    any_index: Index, location: Location, docs_copy: Path
+) -> None:
+    index = any_index
     index.ingest(docs_copy / "decoding")
     assert index.doctor() == []
     faiss_file = next(index.store.directory.glob("vectors-*.faiss"))
@@ -152,37 +156,40 @@ def test_doctor_finds_and_repairs_a_stale_and_damaged_faiss_file(fresh_index: In
     problems = health.check(index.store)
     assert [p.kind for p in problems] == ["faiss-unreadable"]
     assert index.doctor(repair=True) == []
-    assert cli(["doctor", "--index", str(index.store.directory)]) == 0
+    assert cli(["doctor", *location.args()]) == 0
     faiss_file = next(index.store.directory.glob("vectors-*.faiss"))
     faiss_file.unlink()
     assert [p.kind for p in health.check(index.store)] == ["faiss-stale"]
-    assert cli(["reindex", "--index", str(index.store.directory), "--json"]) == 0
+    assert cli(["reindex", *location.args(), "--json"]) == 0
     assert health.check(index.store) == []
 
 
-def test_second_writer_is_refused_at_once(fresh_index: Index, docs_copy: Path) -> None:
-    fresh_index.ingest(docs_copy / "decoding")
-    with fresh_index.store.writing():  # as if an ingest were running
-        other = Index.open(config=fresh_index.config)
-        with pytest.raises(IndexBusyError, match="being written by another Index object in this process"):
+def test_second_writer_is_refused_at_once(any_index: Index, location: Location, docs_copy: Path) -> None:
+    any_index.ingest(docs_copy / "decoding")
+    # SQLite's lock file names the pid; PostgreSQL names the holder's connection (pid and host).
+    holder = "another process (pid {pid})" if location.url is None else "rag pid {pid} on "
+    with any_index.store.writing():  # as if an ingest were running
+        other = Index.open(config=any_index.config)
+        here = "another Index object in this process" if location.url is None else holder.format(pid=os.getpid())
+        with pytest.raises(IndexBusyError, match=f"being written by {re.escape(here)}"):
             other.ingest(docs_copy / "decoding")
         assert other.search("top-p sampling", k=1)  # readers are never blocked
         other.close()
-        result = run("ingest", str(docs_copy / "decoding"), "--index", str(fresh_index.store.directory))
+        result = run("ingest", str(docs_copy / "decoding"), *location.args())
         assert result.returncode == 1
-        assert f"being written by another process (pid {os.getpid()})" in result.stderr
+        assert f"being written by {holder.format(pid=os.getpid())}" in result.stderr
 
 
 def test_new_embedding_model_is_switched_in_without_a_wipe(
-    sample_index: Index, other_embedder_dir: Path, tmp_path: Path, docs_copy: Path
+    sample_index: Index, other_embedder_dir: Path, location: Location, docs_copy: Path
 ) -> None:
     folder = docs_copy / "decoding"
-    base = Config.load(index=tmp_path / "idx", cache_dir=sample_index.config.cache_dir)
+    base = location.config(sample_index.config.cache_dir)
     with Index.open(config=base, create=True) as index:
         index.embedder = sample_index.embedder
         index.ingest(folder)
         chunk_ids = index.store.chunk_ids()
-    other = Config.load(index=tmp_path / "idx", embed_model=str(other_embedder_dir))
+    other = location.config(sample_index.config.cache_dir, embed_model=str(other_embedder_dir))
     with Index.open(config=other) as index:
         with pytest.raises(ModelMismatchError, match="rag ingest"):
             index.search("beam search")

@@ -14,7 +14,7 @@ from rag.cli.parser import build_parser
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    for name in ("index", "embed_model", "gen_model"):
+    for name in ("index", "store", "embed_model", "gen_model"):
         if not hasattr(args, name):
             setattr(args, name, None)
     args.quiet = getattr(args, "quiet", False)

@@ -29,7 +29,9 @@ if TYPE_CHECKING:
 def _config(args: argparse.Namespace, **extra: Any) -> Config:
     from rag.config import Config
 
-    return Config.load(index=args.index, embed_model=args.embed_model, gen_model=args.gen_model, **extra)
+    return Config.load(
+        index=args.index, store=args.store, embed_model=args.embed_model, gen_model=args.gen_model, **extra
+    )
 
 
 def _open(config: Config, create: bool = False) -> Index:
@@ -486,6 +488,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
     emb = status["embedder"] or {}
     kinds = status["by_type"]
     print(f"index      {status['index']}  ({status['bytes_on_disk'] / 1e6:.1f} MB)")
+    if status["store"] != "sqlite":
+        print(f"store      {status['store']}  ({status['database_bytes'] / 1e6:.1f} MB)")
     print(f"documents  {status['documents']}  " + " ".join(f"{k}:{v}" for k, v in sorted(kinds.items())))
     print(f"chunks     {status['chunks']}")
     print(

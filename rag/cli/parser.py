@@ -65,6 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="index directory (env RAG_INDEX, default ./.rag)",
     )
     g.add_argument(
+        "--store",
+        metavar="URL",
+        default=argparse.SUPPRESS,
+        help="keep the index in PostgreSQL (postgresql://USER@HOST/DB; env RAG_STORE), --index being the cache",
+    )
+    g.add_argument(
         "--embed-model",
         metavar="M",
         default=argparse.SUPPRESS,

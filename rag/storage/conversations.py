@@ -1,8 +1,8 @@
 """Conversations of `rag chat`: turns stored as JSON records, in their own tables of the index database.
 
-The tables are made on first use: an index built before conversations existed needs no format upgrade, and one
-that never holds a conversation never has them. Turns are small, single-row writes: they take SQLite's own
-lock, not the index's writer lock, so a conversation goes on while an ingest runs.
+The tables come with the schema (migration 0003); a read-only index made before them may lack them. Turns are
+small, single-row writes: they take the database's own locks, not the index's writer lock, so a conversation goes
+on while an ingest runs.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from sqlalchemy import func, inspect, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from rag.storage.schema import CONVERSATION_TABLES, Base, ConversationRow, TurnRow
+from rag.storage.schema import ConversationRow, TurnRow
 
 
 def _exists(engine: Engine) -> bool:
@@ -24,7 +24,6 @@ def _exists(engine: Engine) -> bool:
 
 def add_turn(engine: Engine, conversation_id: str, record: dict[str, Any]) -> int:
     """Append ``record`` to the conversation (made if new); returns its 1-based turn number."""
-    Base.metadata.create_all(engine, tables=list(CONVERSATION_TABLES))
     now = time.time()
     with Session(engine) as s, s.begin():
         conversation = s.get(ConversationRow, conversation_id)

@@ -1,4 +1,5 @@
-"""The SQLite engine under the store: its pragmas, typed failures, read-only opening, and creating a database."""
+"""The engines under the store: SQLite (its pragmas, typed failures, read-only opening) or PostgreSQL, and creating
+a database on either, through the migrations."""
 
 from __future__ import annotations
 
@@ -8,13 +9,17 @@ import threading
 import time
 from pathlib import Path
 
-from sqlalchemy import create_engine, event
-from sqlalchemy.engine import Engine
-from sqlalchemy.orm import Session
+from sqlalchemy import create_engine, event, inspect, text
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import ArgumentError
 
-from rag.errors import IndexWriteError
-from rag.storage import failures, fts
-from rag.storage.schema import DB_NAME, FORMAT_VERSION, Base, MetaRow
+from rag.errors import ConfigError, IndexWriteError, StoreUnavailableError
+from rag.storage import failures, fts, migrations
+from rag.storage.lock import ADVISORY_KEY, application_name
+from rag.storage.schema import DB_NAME, FORMAT_VERSION
+
+# Held for the transaction that creates or upgrades a PostgreSQL schema (the writer lock has ADVISORY_KEY).
+SCHEMA_KEY = ADVISORY_KEY + 1
 
 
 def connect(db: Path) -> Engine:
@@ -72,16 +77,8 @@ def create_database(directory: Path) -> None:
         tmp = directory / f"{DB_NAME}.new-{os.getpid()}-{threading.get_ident()}"
         engine = _engine(tmp)
         try:
-            Base.metadata.create_all(engine)
             with engine.begin() as conn:
-                fts.ensure_fts(conn)
-            with Session(engine) as s, s.begin():
-                for key, value in {
-                    "format_version": FORMAT_VERSION,
-                    "generation": 0,
-                    "created_at": time.time(),
-                }.items():
-                    s.add(MetaRow(key=key, value=json.dumps(value)))
+                _create_schema(conn)
         finally:
             engine.dispose()
         try:
@@ -96,3 +93,85 @@ def create_database(directory: Path) -> None:
         raise IndexWriteError(
             f"cannot create an index at {directory}: {what}; pass --index a writable directory"
         ) from None
+
+
+def _create_schema(conn: Connection) -> None:
+    migrations.upgrade(conn)
+    initial = {"format_version": FORMAT_VERSION, "generation": 0, "created_at": time.time()}
+    for key, value in initial.items():
+        conn.execute(text("INSERT INTO meta (key, value) VALUES (:k, :v)"), {"k": key, "v": json.dumps(value)})
+
+
+# --- PostgreSQL ---------------------------------------------------------------------------------------------------
+
+
+def store_url(url: str) -> str:
+    """``url`` with psycopg as the driver (``postgresql://`` names no driver; SQLAlchemy's default is psycopg2)."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ConfigError(f"--store {url!r} is not a database URL; use postgresql://USER@HOST:PORT/DATABASE") from None
+    if parsed.get_backend_name() != "postgresql":
+        raise ConfigError(f"--store {parsed.get_backend_name()!r}: only postgresql:// URLs (the default is SQLite)")
+    return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+
+
+def redacted(url: str) -> str:
+    """``url`` as messages and files show it: without its password."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def connect_store(url: str) -> Engine:
+    """An engine on the PostgreSQL database at ``url``; a server that cannot be reached, or that refuses the
+    connection, raises :class:`StoreUnavailableError` naming the URL (without its password)."""
+    where = redacted(url)
+    engine = create_engine(
+        store_url(url),
+        pool_pre_ping=True,  # a reader outlives server restarts
+        connect_args={"application_name": application_name(), "connect_timeout": 10},
+    )
+
+    @event.listens_for(engine, "handle_error")
+    def _typed(context) -> None:  # type: ignore[no-untyped-def]
+        error = context.original_exception
+        state = getattr(error, "sqlstate", None)
+        if state == "53100":
+            raise IndexWriteError(
+                f"the PostgreSQL server of {where} is out of disk space; free some there and run the command again "
+                "(the index is as it was before this write)"
+            ) from None
+        # No SQLSTATE: the connection itself failed. 08: connection, 28: authorisation, 3D: no such database,
+        # 57P: the server is shutting down.
+        if context.is_disconnect or (
+            type(error).__name__ == "OperationalError" and (state is None or state[:2] in ("08", "28", "3D", "57"))
+        ):
+            detail = " ".join(str(error).split())[:160]
+            raise StoreUnavailableError(
+                f"cannot use the store {where} ({detail}); check that the server runs and the URL in --store or "
+                "RAG_STORE"
+            ) from None
+
+    return engine
+
+
+def store_exists(engine: Engine) -> bool:
+    with engine.connect() as conn:
+        return inspect(conn).has_table("meta") and conn.execute(text("SELECT count(*) FROM meta")).scalar() > 0
+
+
+def create_store(engine: Engine) -> None:
+    """A new, empty index in the PostgreSQL database; two processes creating it at once both end up with one."""
+    with engine.begin() as conn:
+        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": SCHEMA_KEY})
+        if not inspect(conn).has_table("meta"):
+            _create_schema(conn)
+
+
+def upgrade(engine: Engine, stamp: str | None) -> None:
+    """Run the migrations the database lacks, in one transaction (PostgreSQL's DDL is transactional)."""
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": SCHEMA_KEY})
+            if migrations.revision(conn) == migrations.HEAD:  # another process upgraded it while we waited
+                return
+        migrations.upgrade(conn, stamp=stamp)

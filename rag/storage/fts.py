@@ -1,7 +1,7 @@
-"""Full-text search: an FTS5 table over the chunks (BM25), and document filters as SQL.
+"""Full-text search over the chunks with SQLite's FTS5 (BM25), and document filters as SQL on either engine.
 
-The table is external-content: it reads the text from ``chunks``, and triggers keep its index in step with every
-write to ``chunks`` inside the writer's own transaction.
+An external-content FTS5 table reads the text from ``chunks``, and triggers keep its index in step with every
+write to ``chunks`` inside the writer's own transaction. PostgreSQL's counterpart is fts_postgres.py.
 """
 
 from __future__ import annotations
@@ -46,13 +46,16 @@ def ensure_fts(conn: Connection) -> None:
         conn.execute(text("INSERT INTO chunks_fts(chunks_fts) VALUES ('rebuild')"))
 
 
+def _terms(query: str) -> list[str]:
+    return list(dict.fromkeys(w.lower() for w in _WORD.findall(query)))[:MAX_QUERY_TERMS]
+
+
 def fts_query(query: str) -> str:
     """A MATCH expression for arbitrary user text: its words, each quoted, OR-ed (BM25 ranks partial matches).
 
     Quoting makes FTS5 operators and syntax in the text (AND, NEAR, *, ", :, ^) plain words; '' for no words.
     """
-    terms = list(dict.fromkeys(w.lower() for w in _WORD.findall(query)))[:MAX_QUERY_TERMS]
-    return " OR ".join('"' + t.replace('"', '""') + '"' for t in terms)
+    return " OR ".join('"' + t.replace('"', '""') + '"' for t in _terms(query))
 
 
 def path_matches(path: str | None, pattern: str | None) -> bool:
@@ -62,14 +65,19 @@ def path_matches(path: str | None, pattern: str | None) -> bool:
     return fnmatch.fnmatchcase(path, pattern) or fnmatch.fnmatchcase(path, "*/" + pattern.lstrip("/"))
 
 
-def filter_sql(filters: Filters | None) -> tuple[str, dict[str, Any]]:
+def filter_sql(conn: Connection, filters: Filters | None) -> tuple[str, dict[str, Any]]:
     """SQL conditions on the `documents` row ``d`` for ``filters``, and their parameters."""
     if filters is None:
         return "", {}
     clauses, params = [], {}
-    if filters.path is not None:
+    if filters.path is not None and conn.dialect.name == "sqlite":
         clauses.append("rag_glob(d.path, :f_path)")
         params["f_path"] = filters.path
+    elif filters.path is not None:
+        # fnmatch semantics in Python, over the documents (far fewer than chunks); the ids go in as one array.
+        rows = conn.execute(text("SELECT id, path FROM documents"))
+        clauses.append("d.id = ANY(:f_ids)")
+        params["f_ids"] = [i for i, path in rows if path_matches(path, filters.path)]
     if filters.kinds:
         names = [f"f_kind{i}" for i in range(len(filters.kinds))]
         clauses.append(f"d.kind IN ({', '.join(':' + n for n in names)})")
@@ -88,7 +96,7 @@ def bm25(conn: Connection, query: str, k: int, filters: Filters | None = None) -
     match = fts_query(query)
     if not match or k < 1:
         return []
-    where, params = filter_sql(filters)
+    where, params = filter_sql(conn, filters)
     if where:
         sql = (
             "SELECT chunks_fts.rowid, -bm25(chunks_fts) FROM chunks_fts "
@@ -103,6 +111,6 @@ def bm25(conn: Connection, query: str, k: int, filters: Filters | None = None) -
 
 def filtered_chunk_ids(conn: Connection, filters: Filters) -> list[int]:
     """Ids of the chunks whose documents pass ``filters``."""
-    where, params = filter_sql(filters)
+    where, params = filter_sql(conn, filters)
     sql = "SELECT c.id FROM chunks c JOIN documents d ON d.id = c.document_id"
     return list(conn.execute(text(sql + (f" WHERE {where}" if where else "")), params).scalars())

@@ -1,5 +1,6 @@
 """Is the index consistent? Counts of rows that disagree, the BM25 index against the chunks, the FAISS file against
-the stored vectors; and the repair that deletes orphans and rebuilds what is derived."""
+the stored vectors; and the repair that deletes orphans and rebuilds what is derived. The same on both stores but
+for SQLite's own checks (its quick check and FTS5's)."""
 
 from __future__ import annotations
 
@@ -87,18 +88,24 @@ def check(store: Store, *, known_sound: bool = False) -> list[Problem]:
     ):
         if count:
             problems.append(Problem(kind, f"{count} {what}", int(count)))
+    if not store.shared:
+        problems.extend(_check_fts(store))
+    if dim is not None and not store.writer_elsewhere():  # a writer saves its FAISS file when it is done
+        problems.extend(_check_faiss(store))
+    return problems
+
+
+def _check_fts(store: Store) -> list[Problem]:
+    """FTS5 compares its index with the chunks table itself (PostgreSQL's tsvector is a generated column: it
+    cannot disagree)."""
     try:
-        with store.engine.connect() as conn:  # FTS5 compares its index with the chunks table itself
+        with store.engine.connect() as conn:
             conn.execute(text("INSERT INTO chunks_fts(chunks_fts, rank) VALUES ('integrity-check', 1)"))
     except IndexWriteError:  # the check writes: on a read-only index (or a full disk) it cannot run
         pass
     except Exception as e:  # sqlalchemy DatabaseError: "database disk image is malformed"
-        problems.append(
-            Problem("fts-out-of-sync", f"the BM25 index disagrees with the chunks ({getattr(e, 'orig', e)})", 1)
-        )
-    if dim is not None and not store.writer_elsewhere():  # a writer saves its FAISS file when it is done
-        problems.extend(_check_faiss(store))
-    return problems
+        return [Problem("fts-out-of-sync", f"the BM25 index disagrees with the chunks ({getattr(e, 'orig', e)})", 1)]
+    return []
 
 
 def _check_faiss(store: Store) -> list[Problem]:
@@ -145,7 +152,8 @@ def repair(store: Store) -> None:
             s.execute(delete(DocumentRow).where(DocumentRow.id.not_in(select(ChunkRow.document_id))))
             if store.dim:
                 s.execute(delete(VectorRow).where(func.length(VectorRow.data) != store.dim * 4))
-            s.execute(text("INSERT INTO chunks_fts(chunks_fts) VALUES ('rebuild')"))
+            if not store.shared:
+                s.execute(text("INSERT INTO chunks_fts(chunks_fts) VALUES ('rebuild')"))
             generation = bump_generation(s)
         store.meta["generation"] = generation
         store.forget_vectors()

@@ -1,30 +1,39 @@
-"""The index's writer lock: one writer at a time, readers never blocked."""
+"""The index's writer lock: one writer at a time, readers never blocked.
+
+On SQLite it is an ``flock`` on a file in the index directory; on PostgreSQL, where writers may run on other
+machines, a session-level advisory lock in the database. Either way the holder's exit (kill -9 included) drops it.
+"""
 
 from __future__ import annotations
 
 import fcntl
 import os
+import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import text
 
 from rag.errors import IndexBusyError
 
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection, Engine
+
 LOCK_NAME = "write.lock"
+# One index per database, so one key: "rag" in ASCII.
+ADVISORY_KEY = 0x726167
 
 
 class WriterLock:
-    """An exclusive ``flock`` on ``DIR/write.lock``, re-entrant within this object.
+    """Re-entrant within this object; a second holder (another process, another object in this process, or
+    another thread using this object) gets :class:`IndexBusyError` at once instead of waiting."""
 
-    A second holder (another process, another object in this process, or another thread using this object) gets
-    :class:`IndexBusyError` at once instead of waiting. The OS drops the lock when the holder exits, however it
-    exits (kill -9 included), so a crash never leaves the index locked.
-    """
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self._lock_fd: int | None = None
+    def __init__(self, where: str) -> None:
+        self.where = where  # the index, as messages name it
+        self._handle: Any = None
         self._owner: int | None = None  # the thread holding it
         self._guard = threading.Lock()
 
@@ -32,46 +41,68 @@ class WriterLock:
     def held(self) -> Iterator[bool]:
         """Hold the lock; yields True for the outermost hold (the lock was just taken)."""
         with self._guard:
-            if self._lock_fd is not None and self._owner != threading.get_ident():
+            if self._handle is not None and self._owner != threading.get_ident():
                 raise IndexBusyError(
-                    f"index {self.directory} is being written by another thread of this process; one writer "
+                    f"index {self.where} is being written by another thread of this process; one writer "
                     "at a time: wait for it to finish"
                 )
-            outermost = self._lock_fd is None
+            outermost = self._handle is None
             if outermost:
-                self._lock_fd, self._owner = self._take(), threading.get_ident()
+                self._handle, self._owner = self._take(), threading.get_ident()
         try:
             yield outermost
         finally:
             with self._guard:
                 if outermost:
-                    os.close(self._lock_fd)  # closing the descriptor releases the lock
-                    self._lock_fd = self._owner = None
+                    self._release(self._handle)
+                    self._handle = self._owner = None
+
+    def busy(self, holder: str) -> IndexBusyError:
+        return IndexBusyError(
+            f"index {self.where} is being written by {holder}; wait for it to finish "
+            "(searching and asking work meanwhile), or use another --index"
+        )
+
+    def taken_elsewhere(self) -> bool:
+        """True while some other holder writes (this object does not hold the lock)."""
+        return self._handle is None and self._taken()
+
+    def _take(self) -> Any:
+        raise NotImplementedError
+
+    def _release(self, handle: Any) -> None:
+        raise NotImplementedError
+
+    def _taken(self) -> bool:
+        raise NotImplementedError
+
+
+class FileLock(WriterLock):
+    """An exclusive ``flock`` on ``DIR/write.lock``, which holds the holder's pid for the busy message."""
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__(str(directory))
+        self.path = directory / LOCK_NAME
 
     def _take(self) -> int:
-        fd = os.open(self.directory / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
             os.close(fd)
             if holder == str(os.getpid()):
-                who = "another Index object in this process"
-            else:
-                who = "another process" + (f" (pid {holder})" if holder.isdigit() else "")
-            raise IndexBusyError(
-                f"index {self.directory} is being written by {who}; wait for it to finish "
-                "(searching and asking work meanwhile), or use another --index"
-            ) from None
+                raise self.busy("another Index object in this process") from None
+            raise self.busy("another process" + (f" (pid {holder})" if holder.isdigit() else "")) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         return fd
 
-    def taken_elsewhere(self) -> bool:
-        """True while some other holder writes (this object does not hold the lock)."""
-        if self._lock_fd is not None:
-            return False
-        fd = os.open(self.directory / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    def _release(self, handle: int) -> None:
+        os.close(handle)  # closing the descriptor releases the lock
+
+    def _taken(self) -> bool:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -79,3 +110,52 @@ class WriterLock:
         finally:
             os.close(fd)  # closing drops a lock we took
         return False
+
+
+class AdvisoryLock(WriterLock):
+    """``pg_try_advisory_lock`` on a connection of its own, held while writing. The server drops the lock when
+    that connection ends, so a writer killed on any machine leaves the index unlocked."""
+
+    def __init__(self, engine: Engine, where: str) -> None:
+        super().__init__(where)
+        self.engine = engine
+
+    def _take(self) -> Connection:
+        conn = self.engine.connect()
+        got = conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": ADVISORY_KEY}).scalar()
+        conn.commit()
+        if got:
+            return conn
+        holder = conn.execute(
+            text(
+                "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+                "WHERE l.locktype = 'advisory' AND l.granted AND l.objid = :k AND l.database = "
+                "(SELECT oid FROM pg_database WHERE datname = current_database())"
+            ),
+            {"k": ADVISORY_KEY},
+        ).scalar()
+        conn.close()
+        raise self.busy(holder or "another process")
+
+    def _release(self, handle: Connection) -> None:
+        try:
+            handle.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": ADVISORY_KEY})
+            handle.commit()
+        finally:
+            handle.close()
+
+    def _taken(self) -> bool:
+        with self.engine.connect() as conn:
+            n = conn.execute(
+                text(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND objid = :k "
+                    "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+                ),
+                {"k": ADVISORY_KEY},
+            ).scalar()
+        return bool(n)
+
+
+def application_name() -> str:
+    """How a connection names its process in PostgreSQL (and so in the busy message of another writer)."""
+    return f"rag pid {os.getpid()} on {socket.gethostname()}"[:63]

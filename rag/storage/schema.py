@@ -1,5 +1,6 @@
-"""The index's tables (SQLAlchemy). ``index.db`` holds documents, chunks, each chunk's vector, a meta record, and
-the conversations of `rag chat` (created on first use, so indexes made before them need no upgrade)."""
+"""The index's tables (SQLAlchemy) as the code reads and writes them: documents, chunks, each chunk's vector, a meta
+record, and the conversations of `rag chat`. The migrations (rag/storage/migrations/) create and change them on
+disk; a change here needs a migration there."""
 
 from __future__ import annotations
 
@@ -85,9 +86,6 @@ class TurnRow(Base):
     n: Mapped[int]  # 1-based turn number
     record: Mapped[str]  # JSON: the question, the retrieval query and the answer as Answer.as_dict()
     created_at: Mapped[float]
-
-
-CONVERSATION_TABLES = (ConversationRow.__table__, TurnRow.__table__)
 
 
 def document_info(row: DocumentRow) -> DocumentInfo:

@@ -1,83 +1,133 @@
-"""The index on disk: SQLite (through SQLAlchemy) is the source of truth, FAISS a cache derived from it.
+"""The index: a database (through SQLAlchemy) is the source of truth, FAISS a cache derived from it.
 
-``index.db`` holds documents, chunks, each chunk's vector and a meta record (format version, embedding model,
-chunker settings, and a generation number bumped by every write). ``vectors-<generation>.faiss`` is the FAISS
-index for that generation. A missing or stale FAISS file (say, after a crash between commit and save) is rebuilt
-from the stored vectors on open, so the two can never disagree for long. The store knows nothing of models or
-prompts: it keeps what it is given.
+The database is ``index.db`` (SQLite) in the index directory, or a PostgreSQL database shared by many machines
+(``--store URL``). It holds documents, chunks, each chunk's vector and a meta record (format version, embedding
+model, chunker settings, and a generation number bumped by every write). ``vectors-<generation>.faiss`` in the
+index directory is the FAISS index for that generation: each machine keeps its own. A missing or stale FAISS file
+(after a crash between commit and save, or a commit made on another machine) is rebuilt from the stored vectors,
+so the two can never disagree for long. The store knows nothing of models or prompts: it keeps what it is given.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from ingest.records import DocumentInfo
 from rag.errors import IndexBusyError, IndexFormatError, IndexNotFoundError, IndexWriteError, RagError
-from rag.storage import failures, fts, migrate, vector_table
-from rag.storage.engine import connect, create_database
-from rag.storage.lock import WriterLock
+from rag.storage import engine as engines
+from rag.storage import failures, fts, fts_postgres, migrations, vector_table
+from rag.storage.lock import AdvisoryLock, FileLock, WriterLock
 from rag.storage.meta import bump_generation, read_meta
-from rag.storage.schema import (
-    DB_NAME,
-    FORMAT_VERSION,
-    ChunkRow,
-    DocumentRow,
-    MetaRow,
-    document_info,
-)
+from rag.storage.schema import DB_NAME, ChunkRow, DocumentRow, MetaRow, document_info
 from rag.storage.transaction import Transaction
 from rag.storage.vectors import ANN_MIN_VECTORS, VectorIndex
 from rag.types import Filters, StoredChunk
 
+# In an index directory whose database is a PostgreSQL store: its URL (without the password), so that opening the
+# directory without --store says which store to name.
+STORE_MARKER = "store.json"
+
 
 class Store:
-    """An open index directory. Use :meth:`open`; write through :meth:`transaction`."""
+    """An open index. Use :meth:`open`; write through :meth:`transaction`."""
 
-    def __init__(self, directory: Path, engine: Engine) -> None:
+    def __init__(self, directory: Path, engine: Engine, where: str | None = None) -> None:
         self.directory = directory
         self.engine = engine
+        # How messages name the index: its directory, or the store's URL.
+        self.where = where or str(directory)
         self._vectors: VectorIndex | None = None
-        self._lock = WriterLock(directory)
+        self._lock: WriterLock = FileLock(directory) if where is None else AdvisoryLock(engine, self.where)
+        # A PostgreSQL store's readers save their FAISS cache under this lock of the directory alone.
+        self._cache_lock = FileLock(directory)
+        self._rebuilt_at: int | None = None  # the generation the last rebuild read
+        self._corpus_stats = fts_postgres.CorpusStats()  # BM25's statistics on PostgreSQL
         # From this many chunks on, a rebuild makes an approximate index (rag/storage/vectors.py explains the choice).
         self.ann_min_vectors = ANN_MIN_VECTORS
         self.meta: dict[str, Any] = self._read_meta()
 
     @classmethod
-    def exists(cls, directory: Path) -> bool:
-        return (directory / DB_NAME).is_file()
+    def open(cls, directory: Path, *, create: bool = False, url: str | None = None) -> Store:
+        """Open the index in ``directory``; with ``create``, make an empty one if there is none. With ``url`` (a
+        PostgreSQL store) the database holds the index and ``directory`` only this machine's caches."""
+        directory = Path(directory)
+        store = cls._open_sqlite(directory, create) if url is None else cls._open_postgres(directory, url, create)
+        try:
+            store._upgrade()
+        except BaseException:
+            store.close()
+            raise
+        return store
 
     @classmethod
-    def open(cls, directory: Path, *, create: bool = False) -> Store:
-        """Open the index in ``directory``; with ``create``, make an empty one if there is none."""
-        directory = Path(directory)
-        if not cls.exists(directory):
+    def _open_sqlite(cls, directory: Path, create: bool) -> Store:
+        if not (directory / DB_NAME).is_file():
+            marker = directory / STORE_MARKER
+            if marker.is_file():
+                url = json.loads(marker.read_text()).get("store")
+                raise IndexNotFoundError(
+                    f"the index at {directory} keeps its records in the store {url}; pass --store URL (or set "
+                    "RAG_STORE) with that store's password"
+                )
             if not create:
                 raise IndexNotFoundError(
                     f"no index at {directory}; run `rag ingest FOLDER` to build one, or pass --index DIR"
                 )
-            create_database(directory)
-        store = cls(directory, connect(directory / DB_NAME))
-        version = store.meta.get("format_version")
-        if version == 1:
-            with store.writing():
-                migrate.upgrade_from_1(store.engine, store.meta)
-            version = FORMAT_VERSION
-        if version != FORMAT_VERSION:
+            engines.create_database(directory)
+        return cls(directory, engines.connect(directory / DB_NAME))
+
+    @classmethod
+    def _open_postgres(cls, directory: Path, url: str, create: bool) -> Store:
+        where = engines.redacted(url)
+        engine = engines.connect_store(url)
+        try:
+            if not engines.store_exists(engine):
+                if not create:
+                    raise IndexNotFoundError(
+                        f"no index in the store {where}; run `rag ingest FOLDER --store URL` to build one"
+                    )
+                engines.create_store(engine)
+            _cache_directory(directory, where)
+        except BaseException:
+            engine.dispose()
+            raise
+        return cls(directory, engine, where)
+
+    def _upgrade(self) -> None:
+        """Run the migrations the database lacks: indexes made by an earlier version open as they are."""
+        with self.engine.connect() as conn:
+            revision = migrations.revision(conn)
+        if revision == migrations.HEAD:
+            return
+        stamp = None
+        if revision is None:  # made before Alembic: its format version says which revision it matches
+            stamp = migrations.LEGACY_REVISIONS.get(self.meta.get("format_version"))
+            known = stamp is not None
+        else:
+            known = migrations.known(revision)
+        if not known:
+            version = revision or self.meta.get("format_version")
             raise IndexFormatError(
-                f"index at {directory} has format version {version}, this tool reads {FORMAT_VERSION}; "
-                "build a new index with --index NEWDIR"
+                f"index at {self.where} has schema {version}, newer than this tool reads ({migrations.HEAD}); "
+                "upgrade rag, or build a new index with --index NEWDIR"
             )
-        with store.engine.begin() as conn:  # indexes built before BM25 existed get their FTS table here
-            fts.ensure_fts(conn)
-        return store
+        try:
+            with self.writing():
+                engines.upgrade(self.engine, stamp)
+        except IndexWriteError:
+            if stamp != migrations.LEGACY_REVISIONS[2]:
+                raise
+            return  # a read-only index of format 2 reads as it is; it is upgraded when opened writable
+        self.meta = self._read_meta()
 
     def close(self) -> None:
         self.engine.dispose()
@@ -91,16 +141,33 @@ class Store:
             raise
         except Exception as e:  # sqlalchemy.exc.DatabaseError: not a database
             raise IndexFormatError(
-                f"{self.directory / DB_NAME} is not a readable index ({e.__class__.__name__}); "
-                "point --index at another directory or move this one away"
+                f"{self.directory / DB_NAME if self.where == str(self.directory) else self.where} is not a readable "
+                f"index ({e.__class__.__name__}); point --index at another directory or move this one away"
             ) from None
 
     def refresh(self) -> None:
         """Catch up with writes made by other processes since this store was opened (or last refreshed)."""
         meta = self._read_meta()
-        if meta.get("generation") != self.meta.get("generation") or meta.get("embedder") != self.meta.get("embedder"):
+        behind = meta.get("generation") != self.meta.get("generation")
+        if meta.get("embedder") != self.meta.get("embedder"):
             self._vectors = None
         self.meta = meta
+        if behind and self._vectors is not None:
+            self._catch_up(self._vectors)
+
+    def _catch_up(self, vectors: VectorIndex) -> None:
+        """Bring an in-memory FAISS index up to the database by the difference alone: chunk ids only grow and
+        one writer commits at a time, so the chunks it lacks are those above its highest id, and the ones it has
+        too many are those gone from the table. Far cheaper than a rebuild when another process commits a
+        batch to a large index; the result is not saved (no one snapshot), the next save or rebuild is."""
+        import numpy as np
+
+        current = np.asarray(self.chunk_ids(), dtype=np.int64)
+        have = vectors.ids()
+        vectors.remove(np.setdiff1d(have, current, assume_unique=True).tolist())
+        new = current[current > have.max()] if len(have) else current
+        if len(new) and self.dim is not None:
+            vectors.add(*vector_table.read_vectors(self.engine, new.tolist(), self.dim))
 
     def set_meta(self, values: dict[str, Any]) -> None:
         with self.writing(), Session(self.engine) as s, s.begin():
@@ -163,8 +230,11 @@ class Store:
         return sorted(self.chunks(ids).values(), key=lambda c: c.ordinal)
 
     def bm25(self, query: str, k: int, filters: Filters | None = None) -> list[tuple[int, float]]:
-        """Top ``k`` (chunk id, BM25 score) for the words of ``query``, best first (see :func:`fts.bm25`)."""
+        """Top ``k`` (chunk id, BM25 score) for the words of ``query``, best first (see :func:`fts.bm25` and
+        :func:`fts_postgres.bm25`)."""
         with self.engine.connect() as conn:
+            if self.shared:
+                return fts_postgres.bm25(conn, query, k, filters, self._corpus_stats, self.meta["generation"])
             return fts.bm25(conn, query, k, filters)
 
     def filtered_chunk_ids(self, filters: Filters) -> list[int]:
@@ -198,7 +268,18 @@ class Store:
 
     def _save_if_idle(self) -> None:
         """After a crash left the FAISS file stale, the first process to notice writes it, unless a writer is busy
-        (it will save its own); readers never wait for the lock."""
+        (it will save its own); readers never wait for the lock. A reader of a PostgreSQL store saves its own
+        cache under a lock of its directory only, never the store's writer lock (a writer on another machine
+        would find the index busy): its rebuild read one snapshot, so the file is right for its generation."""
+        if self.shared:
+            if self._rebuilt_at != self.meta["generation"]:
+                return
+            try:
+                with self._cache_lock.held():
+                    self._vectors_save(self.meta["generation"])
+            except (IndexBusyError, IndexWriteError, OSError, RuntimeError):
+                pass
+            return
         try:
             with self.writing():
                 if self._read_meta().get("generation") == self.meta["generation"]:
@@ -210,7 +291,8 @@ class Store:
         """A fresh FAISS index from the vectors stored in SQLite (not written to disk)."""
         if self.dim is None:
             raise IndexNotFoundError(f"index at {self.directory} is empty; run `rag ingest FOLDER` first")
-        return vector_table.read_index(self.engine, self.dim, self.ann_min_vectors)
+        index, self._rebuilt_at = vector_table.read_index(self.engine, self.dim, self.ann_min_vectors)
+        return index
 
     def save_vectors(self) -> None:
         """Persist the FAISS index for the current generation and drop older files."""
@@ -223,16 +305,21 @@ class Store:
                 vectors.kind == "ivf" and len(vectors) < self.ann_min_vectors // 2
             ):
                 vectors = self._vectors = self.rebuild_vectors()
-            try:
-                vectors.save(self.vectors_path(generation))
-            except (OSError, RuntimeError) as e:  # faiss reports a failed write as RuntimeError
-                raise failures.translate(self.directory, e) or e from None
+            self._vectors_save(generation)
             if self.meta.get("vectors") != vectors.describe():
                 self.set_meta({"vectors": vectors.describe()})
-            # Older generations, and temporary files of a writer that was killed while saving.
-            for old in [*self.directory.glob("vectors-*.faiss"), *self.directory.glob("vectors-*.faiss.tmp-*")]:
-                if old != self.vectors_path(generation):
-                    old.unlink(missing_ok=True)
+
+    def _vectors_save(self, generation: int) -> None:
+        try:
+            self.vectors.save(self.vectors_path(generation))
+        except (OSError, RuntimeError) as e:  # faiss reports a failed write as RuntimeError
+            raise failures.translate(self.directory, e) or e from None
+        # Older generations, and temporary files of a writer that was killed while saving them. Newer ones stay:
+        # on a shared store another process of this machine may have saved a later generation meanwhile.
+        for old in [*self.directory.glob("vectors-*.faiss"), *self.directory.glob("vectors-*.faiss.tmp-*")]:
+            number = old.name.removeprefix("vectors-").split(".", 1)[0]
+            if number.isdigit() and int(number) < generation:
+                old.unlink(missing_ok=True)
 
     def touch_document(self, path: str, mtime: float) -> None:
         """Record a new mtime for a file whose content did not change, so later syncs skip it without hashing."""
@@ -263,8 +350,24 @@ class Store:
         """True while another process (or another object) holds the writer lock."""
         return self._lock.taken_elsewhere()
 
+    @property
+    def shared(self) -> bool:
+        """True when the records live in a PostgreSQL store, not in this directory."""
+        return self.engine.dialect.name == "postgresql"
+
+    def database_bytes(self) -> int:
+        """The size of the database: ``index.db`` and its log, or the PostgreSQL database."""
+        if self.shared:
+            with self.engine.connect() as conn:
+                return int(conn.execute(text("SELECT pg_database_size(current_database())")).scalar() or 0)
+        files = [self.directory / DB_NAME, self.directory / f"{DB_NAME}-wal"]
+        return sum(p.stat().st_size for p in files if p.is_file())
+
     def integrity(self) -> str | None:
-        """None when SQLite's quick check finds the database sound, else what it found."""
+        """None when SQLite's quick check finds the database sound, else what it found. PostgreSQL checks its
+        own pages as it reads them, and a server that cannot be reached raises instead."""
+        if self.shared:
+            return None
         try:
             with self.engine.connect() as conn:
                 rows = [r[0] for r in conn.exec_driver_sql("PRAGMA quick_check").fetchall()]
@@ -291,6 +394,20 @@ class Store:
     def forget_vectors(self) -> None:
         """Drop the in-memory FAISS index: the next use loads or rebuilds the current generation's."""
         self._vectors = None
+
+
+def _cache_directory(directory: Path, where: str) -> None:
+    """The index directory of a PostgreSQL store holds this machine's FAISS file and caches, and the marker."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        marker = directory / STORE_MARKER
+        if not marker.is_file() and os.access(directory, os.W_OK):
+            marker.write_text(json.dumps({"store": where}) + "\n")
+    except OSError as e:
+        raise IndexWriteError(
+            f"cannot use {directory} as the cache of the store {where} ({e.strerror}); pass --index a writable "
+            "directory"
+        ) from None
 
 
 def _stored_chunk(c: ChunkRow, d: DocumentRow) -> StoredChunk:

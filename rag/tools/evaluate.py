@@ -162,6 +162,8 @@ def _index_dir(workspace: Path, config: Config) -> Path:
     name = f"index-c{config.chunk_tokens}-o{config.chunk_overlap}"
     if config.embed_model != BUNDLED_EMBEDDER:
         name += "-" + hashlib.sha256(config.embed_model.encode()).hexdigest()[:8]
+    if config.store:  # the cache of a PostgreSQL index, apart from the SQLite one
+        name += "-pg-" + hashlib.sha256(config.store.encode()).hexdigest()[:8]
     return workspace / name
 
 

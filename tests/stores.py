@@ -1,0 +1,58 @@
+"""The two stores the contract tests run over: SQLite in the index directory, and a real PostgreSQL database
+(a new one per index, on the session's server)."""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from rag import Config
+from tests.postgres import Server
+
+_names = itertools.count()
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where one index lives: its directory, and its PostgreSQL URL when it has one."""
+
+    directory: Path
+    url: str | None = None
+
+    def config(self, cache_dir: Path, **settings: object) -> Config:
+        return Config.load(index=self.directory, store=self.url, cache_dir=cache_dir, **settings)
+
+    def args(self) -> list[str]:
+        """The CLI's global options for this index."""
+        return ["--index", str(self.directory), *(["--store", self.url] if self.url else [])]
+
+    def elsewhere(self, directory: Path) -> Location:
+        """The same index seen from another machine: its own cache directory, the same database."""
+        assert self.url is not None, "an SQLite index has one directory"
+        return Location(directory, self.url)
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str  # sqlite | postgresql
+    server: Server | None = None
+
+    def new(self, directory: Path) -> Location:
+        """A location for a new, empty index (the caller creates it by opening with ``create``)."""
+        if self.server is None:
+            return Location(directory)
+        name = f"idx_{next(_names)}"
+        self.server.sql(f"CREATE DATABASE {name}")
+        return Location(directory, self.server.url(name))
+
+    def copy(self, source: Location, directory: Path) -> Location:
+        """An independent copy of the index at ``source`` (which nothing may hold open)."""
+        if self.server is None:
+            shutil.copytree(source.directory, directory)
+            return Location(directory)
+        name = f"idx_{next(_names)}"
+        self.server.sql(f"CREATE DATABASE {name} TEMPLATE {source.url.rsplit('/', 1)[1]}")
+        shutil.copytree(source.directory, directory)
+        return Location(directory, self.server.url(name))
