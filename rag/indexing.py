@@ -109,7 +109,7 @@ def doctor(store: Store, configured: str, *, repair: bool) -> list[Problem]:
     if repair:
         health.repair(store)
     elif store.dim is not None:
-        _ = store.vectors  # a FAISS file left stale by a crash is rebuilt and saved here, as on any open
+        store.save_cache()  # a FAISS file left stale (a crash, another machine's commits) is rebuilt and saved
     return health.check(store, known_sound=True) + embedder_problems(store, configured)
 
 

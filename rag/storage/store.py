@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -35,6 +36,9 @@ from rag.types import Filters, StoredChunk
 # In an index directory whose database is a PostgreSQL store: its URL (without the password), so that opening the
 # directory without --store says which store to name.
 STORE_MARKER = "store.json"
+# A reader that catches up with other processes' commits saves its FAISS file at most this often (as the writer
+# saves its own during a sync), so that a large index is not rewritten on every commit.
+CACHE_SAVE_EVERY_S = 30.0
 
 
 class Store:
@@ -49,7 +53,8 @@ class Store:
         self._lock: WriterLock = FileLock(directory) if where is None else AdvisoryLock(engine, self.where)
         # A PostgreSQL store's readers save their FAISS cache under this lock of the directory alone.
         self._cache_lock = FileLock(directory)
-        self._rebuilt_at: int | None = None  # the generation the last rebuild read
+        self._vectors_at: int | None = None  # the generation the in-memory FAISS index is known to hold
+        self._saved_at = 0.0  # time.monotonic() of this object's last FAISS save
         self._corpus_stats = fts_postgres.CorpusStats()  # BM25's statistics on PostgreSQL
         # From this many chunks on, a rebuild makes an approximate index (rag/storage/vectors.py explains the choice).
         self.ann_min_vectors = ANN_MIN_VECTORS
@@ -152,22 +157,35 @@ class Store:
         if meta.get("embedder") != self.meta.get("embedder"):
             self._vectors = None
         self.meta = meta
-        if behind and self._vectors is not None:
-            self._catch_up(self._vectors)
+        if behind and self._vectors is not None and self.dim is not None:
+            self._catch_up(self._vectors, self.dim)
+            if time.monotonic() - self._saved_at >= CACHE_SAVE_EVERY_S:
+                self._save_if_idle()
 
-    def _catch_up(self, vectors: VectorIndex) -> None:
+    def _catch_up(self, vectors: VectorIndex, dim: int) -> None:
         """Bring an in-memory FAISS index up to the database by the difference alone: chunk ids only grow and
         one writer commits at a time, so the chunks it lacks are those above its highest id, and the ones it has
         too many are those gone from the table. Far cheaper than a rebuild when another process commits a
-        batch to a large index; the result is not saved (no one snapshot), the next save or rebuild is."""
+        batch to a large index."""
         import numpy as np
 
-        current = np.asarray(self.chunk_ids(), dtype=np.int64)
         have = vectors.ids()
+        generation, current, ids, vecs = vector_table.read_changes(
+            self.engine, dim, int(have.max()) if len(have) else 0
+        )
         vectors.remove(np.setdiff1d(have, current, assume_unique=True).tolist())
-        new = current[current > have.max()] if len(have) else current
-        if len(new) and self.dim is not None:
-            vectors.add(*vector_table.read_vectors(self.engine, new.tolist(), self.dim))
+        vectors.add(ids, vecs)
+        # PostgreSQL read one snapshot, so the index is that generation's; SQLite's reads were not one snapshot
+        # (_save_if_idle checks under the writer lock instead).
+        self._vectors_at = generation if self.shared else None
+
+    def save_cache(self) -> None:
+        """Save this machine's FAISS file for the current generation when it has none (a reader that caught up
+        in memory), unless a writer is busy (it saves its own)."""
+        if self.dim is not None:
+            _ = self.vectors
+            if not self.vectors_path(self.meta["generation"]).is_file():
+                self._save_if_idle()
 
     def set_meta(self, values: dict[str, Any]) -> None:
         with self.writing(), Session(self.engine) as s, s.begin():
@@ -272,7 +290,7 @@ class Store:
         cache under a lock of its directory only, never the store's writer lock (a writer on another machine
         would find the index busy): its rebuild read one snapshot, so the file is right for its generation."""
         if self.shared:
-            if self._rebuilt_at != self.meta["generation"]:
+            if self._vectors_at != self.meta["generation"]:
                 return
             try:
                 with self._cache_lock.held():
@@ -291,7 +309,7 @@ class Store:
         """A fresh FAISS index from the vectors stored in SQLite (not written to disk)."""
         if self.dim is None:
             raise IndexNotFoundError(f"index at {self.directory} is empty; run `rag ingest FOLDER` first")
-        index, self._rebuilt_at = vector_table.read_index(self.engine, self.dim, self.ann_min_vectors)
+        index, self._vectors_at = vector_table.read_index(self.engine, self.dim, self.ann_min_vectors)
         return index
 
     def save_vectors(self) -> None:
@@ -312,6 +330,7 @@ class Store:
     def _vectors_save(self, generation: int) -> None:
         try:
             self.vectors.save(self.vectors_path(generation))
+            self._saved_at = time.monotonic()
         except (OSError, RuntimeError) as e:  # faiss reports a failed write as RuntimeError
             raise failures.translate(self.directory, e) or e from None
         # Older generations, and temporary files of a writer that was killed while saving them. Newer ones stay:

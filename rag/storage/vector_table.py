@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from rag.storage.schema import MetaRow, VectorRow
+from rag.storage.schema import ChunkRow, MetaRow, VectorRow
 from rag.storage.vectors import VectorIndex, ivf_nlist
 
 if TYPE_CHECKING:
@@ -43,17 +43,18 @@ def read_index(engine: Engine, dim: int, ann_min_vectors: int) -> tuple[VectorIn
     return index, generation
 
 
-def read_vectors(engine: Engine, ids: list[int], dim: int) -> tuple[np.ndarray, np.ndarray]:
-    """The stored (ids, vectors) of ``ids`` that still exist, in batches of 10,000."""
+def read_changes(engine: Engine, dim: int, after_id: int) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+    """(generation, every chunk id, ids above ``after_id`` that have vectors, their vectors): what an in-memory
+    index holding chunks up to ``after_id`` lacks. One repeatable-read snapshot on PostgreSQL, as read_index."""
     import numpy as np
 
-    found_ids, parts = [], []
-    with Session(engine) as s:
-        for start in range(0, len(ids), 10_000):
-            rows = s.execute(
-                select(VectorRow.chunk_id, VectorRow.data).where(VectorRow.chunk_id.in_(ids[start : start + 10_000]))
-            ).all()
-            found_ids.extend(r[0] for r in rows)
-            parts.extend(r[1] for r in rows)
-    vectors = np.frombuffer(b"".join(parts), dtype="<f4").reshape(len(parts), dim)
-    return np.array(found_ids, dtype=np.int64), vectors
+    with engine.connect() as conn:
+        if conn.dialect.name == "postgresql":
+            conn = conn.execution_options(isolation_level="REPEATABLE READ")
+        with Session(bind=conn) as s, s.begin():
+            generation = int(json.loads(s.scalar(select(MetaRow.value).where(MetaRow.key == "generation")) or "0"))
+            current = np.fromiter(s.scalars(select(ChunkRow.id)), dtype=np.int64)
+            rows = s.execute(select(VectorRow.chunk_id, VectorRow.data).where(VectorRow.chunk_id > after_id)).all()
+    ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+    vectors = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(len(rows), dim)
+    return generation, current, ids, vectors
