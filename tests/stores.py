@@ -28,6 +28,12 @@ class Location:
         """The CLI's global options for this index."""
         return ["--index", str(self.directory), *(["--store", self.url] if self.url else [])]
 
+    @property
+    def database(self) -> str:
+        """The PostgreSQL database's name."""
+        assert self.url is not None, "an SQLite index has no database name"
+        return self.url.rsplit("/", 1)[1]
+
     def elsewhere(self, directory: Path) -> Location:
         """The same index seen from another machine: its own cache directory, the same database."""
         assert self.url is not None, "an SQLite index has one directory"
@@ -53,6 +59,6 @@ class Backend:
             shutil.copytree(source.directory, directory)
             return Location(directory)
         name = f"idx_{next(_names)}"
-        self.server.sql(f"CREATE DATABASE {name} TEMPLATE {source.url.rsplit('/', 1)[1]}")
+        self.server.sql(f"CREATE DATABASE {name} TEMPLATE {source.database}")
         shutil.copytree(source.directory, directory)
         return Location(directory, self.server.url(name))

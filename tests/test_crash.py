@@ -221,11 +221,6 @@ def test_readers_see_committed_state_while_a_writer_runs(
     assert searches > 3 and len(generations) > 1, (searches, generations)  # it really ran during commits
 
 
-def _database(location: Location) -> str:
-    assert location.url is not None
-    return location.url.rsplit("/", 1)[1]
-
-
 def test_two_machines_share_one_postgres_store(postgres: Server, sample_index: Index, tmp_path: Path) -> None:
     """Machine A syncs a folder into PostgreSQL, machine B (its own index directory and FAISS cache) searches all
     along and sees each commit; A is killed -9 in the middle of a sync, and both go on."""
@@ -275,7 +270,7 @@ def test_two_machines_share_one_postgres_store(postgres: Server, sample_index: I
     # B followed the commits as they came (one per batch of 3 files; two may fall between two searches) up to
     # the last one A made.
     assert len(first_run) >= 5 and first_run == sorted(set(first_run)), first_run
-    assert first_run[-1] == int(postgres.sql("SELECT value FROM meta WHERE key = 'generation'", _database(machine_a)))
+    assert first_run[-1] == int(postgres.sql("SELECT value FROM meta WHERE key = 'generation'", machine_a.database))
 
     _write_corpus(folder, "NEW")
     writer = sync()

@@ -13,6 +13,7 @@ from sqlalchemy import create_engine, event, inspect, text
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError
 
+from rag.config import redact_url
 from rag.errors import ConfigError, IndexWriteError, StoreUnavailableError
 from rag.storage import failures, fts, migrations
 from rag.storage.lock import ADVISORY_KEY, application_name
@@ -110,21 +111,18 @@ def store_url(url: str) -> str:
     try:
         parsed = make_url(url)
     except ArgumentError:
-        raise ConfigError(f"--store {url!r} is not a database URL; use postgresql://USER@HOST:PORT/DATABASE") from None
+        raise ConfigError(
+            f"--store {redact_url(url)!r} is not a database URL; use postgresql://USER@HOST:PORT/DATABASE"
+        ) from None
     if parsed.get_backend_name() != "postgresql":
         raise ConfigError(f"--store {parsed.get_backend_name()!r}: only postgresql:// URLs (the default is SQLite)")
     return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
 
 
-def redacted(url: str) -> str:
-    """``url`` as messages and files show it: without its password."""
-    return make_url(url).render_as_string(hide_password=True)
-
-
 def connect_store(url: str) -> Engine:
     """An engine on the PostgreSQL database at ``url``; a server that cannot be reached, or that refuses the
     connection, raises :class:`StoreUnavailableError` naming the URL (without its password)."""
-    where = redacted(url)
+    where = redact_url(url)
     engine = create_engine(
         store_url(url),
         pool_pre_ping=True,  # a reader outlives server restarts

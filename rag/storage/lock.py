@@ -25,6 +25,11 @@ if TYPE_CHECKING:
 LOCK_NAME = "write.lock"
 # One index per database, so one key: "rag" in ASCII.
 ADVISORY_KEY = 0x726167
+# pg_locks rows of that lock, granted, in this database (advisory locks of other databases share the view).
+_HELD = (
+    "l.locktype = 'advisory' AND l.granted AND l.objid = :k "
+    "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+)
 
 
 class WriterLock:
@@ -127,11 +132,7 @@ class AdvisoryLock(WriterLock):
         if got:
             return conn
         holder = conn.execute(
-            text(
-                "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
-                "WHERE l.locktype = 'advisory' AND l.granted AND l.objid = :k AND l.database = "
-                "(SELECT oid FROM pg_database WHERE datname = current_database())"
-            ),
+            text(f"SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid WHERE {_HELD}"),
             {"k": ADVISORY_KEY},
         ).scalar()
         conn.close()
@@ -146,13 +147,7 @@ class AdvisoryLock(WriterLock):
 
     def _taken(self) -> bool:
         with self.engine.connect() as conn:
-            n = conn.execute(
-                text(
-                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND objid = :k "
-                    "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
-                ),
-                {"k": ADVISORY_KEY},
-            ).scalar()
+            n = conn.execute(text(f"SELECT count(*) FROM pg_locks l WHERE {_HELD}"), {"k": ADVISORY_KEY}).scalar()
         return bool(n)
 
 

@@ -17,10 +17,15 @@ def read_meta(engine: Engine) -> dict[str, Any]:
         return {row.key: json.loads(row.value) for row in s.scalars(select(MetaRow))}
 
 
+def stored_generation(session: Session) -> int:
+    """The generation as the database holds it, in the session's transaction."""
+    stored = session.scalar(select(MetaRow.value).where(MetaRow.key == "generation"))
+    return int(json.loads(stored)) if stored is not None else 0
+
+
 def bump_generation(session: Session) -> int:
     """Count one more write, reading the number from the database inside the writing transaction, so that a
     writer that opened the index before another process wrote never reuses a generation."""
-    stored = session.scalar(select(MetaRow.value).where(MetaRow.key == "generation"))
-    generation = int(json.loads(stored)) + 1 if stored is not None else 1
+    generation = stored_generation(session) + 1
     session.merge(MetaRow(key="generation", value=json.dumps(generation)))
     return generation

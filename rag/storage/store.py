@@ -23,6 +23,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from ingest.records import DocumentInfo
+from rag.config import redact_url
 from rag.errors import IndexBusyError, IndexFormatError, IndexNotFoundError, IndexWriteError, RagError
 from rag.storage import engine as engines
 from rag.storage import failures, fts, fts_postgres, migrations, vector_table
@@ -92,7 +93,7 @@ class Store:
 
     @classmethod
     def _open_postgres(cls, directory: Path, url: str, create: bool) -> Store:
-        where = engines.redacted(url)
+        where = redact_url(url)
         engine = engines.connect_store(url)
         try:
             if not engines.store_exists(engine):
