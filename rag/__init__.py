@@ -37,11 +37,13 @@ if TYPE_CHECKING:
         StoreUnavailableError,
     )
     from rag.models.decoding import Decoding
+    from rag.models.tuning import TrainSettings
     from rag.retrieval.retrieve import Candidate, Retrieval
     from rag.storage.health import Problem
     from rag.tools.embedding_map import EmbeddingMap, embedding_map
     from rag.tools.evaluate import evaluate
     from rag.tools.explain import Explanation, explain
+    from rag.tools.tune import TuneReport, tune
     from rag.types import Answer, Filters, Hit
 
 _EXPORTS = {
@@ -73,10 +75,13 @@ _EXPORTS = {
     "SourceNotFoundError": "rag.errors",
     "StoreUnavailableError": "rag.errors",
     "Support": "rag.answer.support",
+    "TrainSettings": "rag.models.tuning",
+    "TuneReport": "rag.tools.tune",
     "Turn": "rag.conversation",
     "embedding_map": "rag.tools.embedding_map",
     "evaluate": "rag.tools.evaluate",
     "explain": "rag.tools.explain",
+    "tune": "rag.tools.tune",
 }
 __all__ = [
     "Answer",
@@ -107,10 +112,13 @@ __all__ = [
     "SourceNotFoundError",
     "StoreUnavailableError",
     "Support",
+    "TrainSettings",
+    "TuneReport",
     "Turn",
     "embedding_map",
     "evaluate",
     "explain",
+    "tune",
 ]
 
 

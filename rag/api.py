@@ -22,14 +22,16 @@ from rag.errors import ConfigError, IndexClosedError, SourceNotFoundError
 from rag.models.decoding import Decoding
 from rag.models.embedder import Embedder
 from rag.models.generator import Generator
-from rag.models.sources import resolve_embedder, resolve_generator
+from rag.models.sources import EmbedderSource, resolve_embedder, resolve_generator
 from rag.retrieval.retrieve import Fusion, Retrieval, retrieve
-from rag.storage import failures, health
+from rag.storage import failures, health, vector_sets
 from rag.storage.health import Problem
 from rag.storage.store import Store
 from rag.types import Answer, Filters, Hit
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from rag.models.reranker import Reranker
 
 # Longer questions are refused: the embedder reads 256 tokens of them anyway, and a long one would crowd the
@@ -86,8 +88,10 @@ class Index:
 
     @cached_property
     def embedder(self) -> Embedder:
+        """The configured embedding model; the index's tuned model when it was tuned from that one."""
         c = self.config
-        return Embedder(resolve_embedder(c.embed_model), cache_dir=c.cache_dir, runtime=c.embed_runtime)
+        source = indexing.embedder_source(self.store, c.embed_model)
+        return Embedder(source, cache_dir=c.cache_dir, runtime=c.embed_runtime)
 
     @cached_property
     def reranker(self) -> Reranker | None:
@@ -166,6 +170,57 @@ class Index:
             if self.store.dim is not None:
                 self.store.save_vectors()
         return report
+
+    def use_tuned(
+        self, folder: str | Path, *, base: dict[str, str], progress: Callable[[Progress], None] | None = None
+    ) -> int:
+        """Switch the index to the tuned model at ``folder`` (inside the index folder), tuned from ``base`` (its
+        name and identity): the stored chunks are re-embedded into a shadow set while searches use the current
+        vectors, then swapped in, keeping the current ones for :meth:`rollback_embedder`. An interrupted switch
+        resumes where it stopped. Returns how many chunks were re-embedded."""
+        folder = Path(folder).resolve()
+        relative = folder.relative_to(self.store.directory.resolve()).as_posix()
+        source = resolve_embedder(str(folder))
+        embedder = Embedder(
+            EmbedderSource(relative, source.location, True, source.identity),
+            cache_dir=self.config.cache_dir,
+            runtime=self.config.embed_runtime,
+        )
+        record = {**indexing.embedder_meta(embedder), "tuned": {"folder": relative, "base": base}}
+        with self.store.writing():
+            done = indexing.switch_embedder(self.store, embedder, progress, record=record, keep_previous=True)
+        self._models_changed()
+        return done
+
+    def rollback_embedder(self, progress: Callable[[Progress], None] | None = None) -> str:
+        """Return to the embedding model used before the last :meth:`use_tuned` (or rollback), from its kept
+        vectors: only chunks added since are embedded. Returns the restored model's name."""
+        with self.store.writing():
+            restored = indexing.rollback(self.store, self._embedder_for, progress)
+        self._models_changed()
+        return str(restored["name"])
+
+    def drop_previous_embedder(self) -> int:
+        """Delete the vectors kept for :meth:`rollback_embedder`; returns how many there were."""
+        return vector_sets.drop_previous(self.store)
+
+    def previous_vectors(self) -> tuple[Embedder, tuple[np.ndarray, np.ndarray]] | None:
+        """The previous embedding model and its kept (chunk ids, vectors), or None when none is kept."""
+        previous = self.store.meta.get("embedder_prev")
+        if not previous:
+            return None
+        return self._embedder_for(previous), vector_sets.previous_arrays(self.store)
+
+    def _embedder_for(self, record: dict[str, Any]) -> Embedder:
+        """The model an index meta record names: a tuned folder inside the index, or a configured model."""
+        tuned = record.get("tuned")
+        spec = str(self.store.directory / tuned["folder"]) if tuned else record["name"]
+        return Embedder(resolve_embedder(spec), cache_dir=self.config.cache_dir, runtime=self.config.embed_runtime)
+
+    def _models_changed(self) -> None:
+        for name in ("embedder", "answerer"):  # built from the old embedder
+            self.__dict__.pop(name, None)
+        self._accepted_identity = None
 
     def remove(self, paths: list[str | Path]) -> int:
         """Remove the documents of these files, or of every file under these folders; returns documents removed.

@@ -3,6 +3,9 @@
 An index records the identity of the embedder that made its vectors. Searching with another one is refused
 (its vectors would mean nothing to the stored ones); ingesting with another one re-embeds the stored chunk text
 into a shadow vector set and switches over in one step, so searches keep working meanwhile.
+
+A model `rag tune` made lives in the index folder and is recorded with the model it was tuned from: configuring
+that base model (the default one, say) means the index's tuned model, so a tuned index needs no new setting.
 """
 
 from __future__ import annotations
@@ -16,10 +19,10 @@ from ingest.chunking import Chunker, ChunkerSettings
 from ingest.ocr import Ocr
 from ingest.pipeline import BATCH_CHUNKS, Progress
 from rag.config import BUNDLED_GENERATOR, Config
-from rag.errors import ConfigError, ModelMismatchError, SourceNotFoundError
+from rag.errors import ConfigError, ModelMismatchError, ModelNotFoundError, SourceNotFoundError
 from rag.models import bundled
 from rag.models.embedder import Embedder
-from rag.models.sources import resolve_embedder
+from rag.models.sources import EmbedderSource, resolve_embedder
 from rag.storage import health, vector_sets
 from rag.storage.health import Problem
 from rag.storage.store import Store
@@ -40,13 +43,34 @@ def embedder_meta(embedder: Embedder) -> dict[str, Any]:
     }
 
 
+# Where `rag tune` saves its models, inside the index folder.
+TUNED_MODELS = "models"
+
+
+def embedder_source(store: Store, configured: str) -> EmbedderSource:
+    """The model to embed with: ``configured``, or the index's tuned model when ``configured`` is the model it was
+    tuned from."""
+    wanted = resolve_embedder(configured)
+    tuned = (store.meta.get("embedder") or {}).get("tuned")
+    if not tuned or tuned["base"]["identity"] != wanted.identity:
+        return wanted
+    folder = store.directory / tuned["folder"]
+    if not folder.is_dir():
+        raise ModelNotFoundError(
+            f"index {store.directory} uses the tuned model {tuned['folder']}, which is missing from it; copy that "
+            "folder from the machine that tuned it, or run `rag tune --rollback`"
+        )
+    source = resolve_embedder(str(folder))
+    return EmbedderSource(tuned["folder"], source.location, True, source.identity)
+
+
 def check_embedder(store: Store, configured: str) -> str | None:
     """The identity of the configured embedder when it is the one the index was built with (None for an index
     with no vectors yet); else :class:`ModelMismatchError` saying what to do."""
     built = store.meta.get("embedder")
     if not built:
         return None
-    wanted = resolve_embedder(configured)
+    wanted = embedder_source(store, configured)
     if wanted.identity == built["identity"]:
         return wanted.identity
     if configured == built["name"]:  # same name, other files: an update, or another folder
@@ -79,16 +103,31 @@ def ocr(store: Store, config: Config) -> Ocr | None:
     return Ocr(cache=store.directory / OCR_CACHE, languages=config.ocr_languages)
 
 
-def switch_embedder(store: Store, embedder: Embedder, progress: Callable[[Progress], None] | None) -> int:
+def switch_embedder(
+    store: Store,
+    embedder: Embedder,
+    progress: Callable[[Progress], None] | None,
+    *,
+    record: dict[str, Any] | None = None,
+    keep_previous: bool = False,
+) -> int:
     """Re-embed every stored chunk with ``embedder`` if the index was built with another one; returns how many.
 
-    Call with the writer lock held. An interrupted run resumes after its last committed batch.
+    ``record`` is what the index records about the new model (default :func:`embedder_meta`); ``keep_previous``
+    keeps the replaced vectors for :func:`rollback`. Call with the writer lock held. An interrupted run resumes
+    after its last committed batch.
     """
     built = store.meta.get("embedder")
     if not built or built["identity"] == embedder.source.identity:
         return 0
+    vector_sets.begin(store, record or embedder_meta(embedder))
+    return _finish_switch(store, embedder, progress, keep_previous=keep_previous)
+
+
+def _finish_switch(
+    store: Store, embedder: Embedder, progress: Callable[[Progress], None] | None, *, keep_previous: bool
+) -> int:
     started = time.monotonic()
-    vector_sets.begin(store, embedder_meta(embedder))
     total = store.counts()[1]
     done = 0
     while batch := vector_sets.pending(store, BATCH_CHUNKS):
@@ -97,8 +136,23 @@ def switch_embedder(store: Store, embedder: Embedder, progress: Callable[[Progre
         done += len(batch)
         if progress:
             progress(Progress(0, 0, done, time.monotonic() - started, f"re-embedding {done}/{total} chunks"))
-    vector_sets.switch(store)
+    vector_sets.switch(store, keep_previous=keep_previous)
     return done
+
+
+def rollback(store: Store, embedder_for: Callable[[dict[str, Any]], Embedder], progress) -> dict[str, Any]:
+    """Return to the embedding model used before the last `rag tune` switch, from its kept vectors; only chunks
+    added since are embedded (by ``embedder_for(record)``, loaded only then). The replaced vectors are kept in
+    turn, so a second rollback goes forward again. Returns the restored model's record. Call with the writer
+    lock held."""
+    if "embedder_prev" not in store.meta:
+        raise ConfigError(f"index {store.directory} keeps no previous embedding model to roll back to")
+    previous = vector_sets.restore(store)
+    if vector_sets.pending(store, 1):
+        _finish_switch(store, embedder_for(previous), progress, keep_previous=True)
+    else:
+        vector_sets.switch(store, keep_previous=True)
+    return previous
 
 
 def doctor(store: Store, configured: str, *, repair: bool) -> list[Problem]:
@@ -122,10 +176,16 @@ def embedder_problems(store: Store, configured: str) -> list[Problem]:
         problems.append(Problem("embedder-mismatch", str(e), 1))
     if "embedder_next" in store.meta:
         name = store.meta["embedder_next"]["name"]
+        tuning = "tuned" in store.meta["embedder_next"] or "tuned" in store.meta.get("embedder", {})
+        finish = (
+            "the interrupted `rag tune` (or `rag tune --rollback`) again"
+            if tuning
+            else (f"`rag ingest` with --embed-model {name}")
+        )
         problems.append(
             Problem(
                 "reembed-unfinished",
-                f"re-embedding with {name!r} was interrupted; run `rag ingest` with --embed-model {name} to finish it",
+                f"re-embedding with {name!r} was interrupted; run {finish} to finish it",
                 1,
             )
         )
@@ -177,6 +237,7 @@ def status(store: Store, config: Config) -> dict[str, Any]:
         "embedder": store.meta.get("embedder"),
         "chunker": store.meta.get("chunker"),
         "vectors": store.meta.get("vectors"),
+        "previous_embedder": (store.meta.get("embedder_prev") or {}).get("name"),
         "generator": config.gen_model,
         "generator_tier": bundled_tier(config.gen_model),
         "gen_backend": config.gen_backend,

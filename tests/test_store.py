@@ -165,6 +165,7 @@ def test_format_1_index_is_upgraded_in_place(tmp_path) -> None:
     db.execute("ALTER TABLE documents DROP COLUMN chunker")
     db.execute("DROP INDEX uq_chunks_doc_ordinal")
     db.execute("DROP TABLE vectors_next")
+    db.execute("DROP TABLE vectors_prev")
     db.execute("DROP TABLE alembic_version")
     db.execute("UPDATE meta SET value = '1' WHERE key = 'format_version'")
     db.commit()

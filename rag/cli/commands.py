@@ -296,27 +296,39 @@ def _explain_files(e: Any, out: Path, layer: int | None, source: int | None) -> 
 
 def _cmd_map(args: argparse.Namespace) -> int:
     from rag.tools import plots
-    from rag.tools.embedding_map import embedding_map
+    from rag.tools.embedding_map import embedding_map, embedding_map_pair
 
     config = _config(args)
+    options = {
+        "query": args.query,
+        "k": args.k,
+        "method": args.method,
+        "max_points": args.max_points,
+        "perplexity": args.perplexity,
+        "seed": args.seed,
+    }
     with _open(config) as index:
-        emap = embedding_map(
-            index,
-            query=args.query,
-            k=args.k,
-            method=args.method,
-            max_points=args.max_points,
-            perplexity=args.perplexity,
-            seed=args.seed,
-        )
-    path = Path(args.out) / f"map-{args.method}.png"
-    width, height = plots.map_png(emap, path)
+        maps = list(embedding_map_pair(index, **options)) if args.compare else [embedding_map(index, **options)]
+    if args.compare:
+        path = Path(args.out) / f"map-{args.method}-compare.png"
+        width, height = plots.map_pair_png(maps[0], maps[1], path)
+    else:
+        path = Path(args.out) / f"map-{args.method}.png"
+        width, height = plots.map_png(maps[0], path)
     if args.json:
-        dump({**emap.as_dict(), "file": show(str(path)), "width": width, "height": height})
+        found = {"before": maps[0].as_dict(), "after": maps[1].as_dict()} if args.compare else maps[0].as_dict()
+        dump({**found, "file": show(str(path)), "width": width, "height": height})
         return 0
+    for emap in maps:
+        _print_map(emap, label=f"{emap.embedder}: " if args.compare else "")
+    print(f"wrote {show(str(path))} ({width}x{height})")
+    return 0
+
+
+def _print_map(emap: Any, label: str) -> None:
     shown = f"{len(emap.chunk_ids)} of {emap.total_chunks} chunks (random sample, seed {emap.seed})"
     print(
-        f"{shown if emap.sampled else f'{emap.total_chunks} chunks'} from {len(emap.documents)} documents, "
+        f"{label}{shown if emap.sampled else f'{emap.total_chunks} chunks'} from {len(emap.documents)} documents, "
         f"{emap.method.upper()} in {emap.seconds:.1f} s"
     )
     if emap.explained_variance:
@@ -325,7 +337,6 @@ def _cmd_map(args: argparse.Namespace) -> int:
         print(f"t-SNE perplexity {emap.perplexity:g}, seed {emap.seed}")
     for h in emap.hits:
         print(f"{h['rank']:>2}. {h['score']:.3f}  {show(h['path'])}  at ({h['x']:.2f}, {h['y']:.2f})")
-    print(f"wrote {show(str(path))} ({width}x{height})")
 
 
 # --- remove / doctor / reindex --------------------------------------------------------------------------------
@@ -521,31 +532,94 @@ def _cmd_config(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from rag.cli.output import print_embedder_comparison
     from rag.tools.evaluate import evaluate, is_beir
 
     config = _config(args, chunk_tokens=args.chunk_tokens, chunk_overlap=args.chunk_overlap, reranker=args.reranker)
     target = Path(args.target)
     split = args.split or ("test" if target.is_dir() and is_beir(target) else "all")
     line = EvalProgress(sys.stderr) if not args.quiet and sys.stderr.isatty() else None
+    reports = []
     try:
-        report = evaluate(
-            target,
-            config,
-            split=split,
-            retrievals=args.retrieval,
-            limit=args.limit,
-            answers=args.answers,
-            answer_modes=args.answer_mode,
-            generators=args.generator,
-            progress=line,
-        )
+        for model in args.embedder or [config.embed_model]:
+            reports.append(
+                evaluate(
+                    target,
+                    replace(config, embed_model=model),
+                    split=split,
+                    retrievals=args.retrieval,
+                    limit=args.limit,
+                    answers=args.answers,
+                    answer_modes=args.answer_mode,
+                    generators=args.generator,
+                    progress=line,
+                )
+            )
     finally:
         if line:
             line.close()
     if args.json:
-        dump(report.as_dict())
-    else:
+        dump({"runs": [r.as_dict() for r in reports]} if args.embedder else reports[0].as_dict())
+        return 0
+    for report in reports:
         print_eval(report)
+    if len(reports) > 1:
+        print_embedder_comparison(reports)
+    return 0
+
+
+# --- tune -----------------------------------------------------------------------------------------------------
+
+
+def _cmd_tune(args: argparse.Namespace) -> int:
+    from rag.cli.output import TrainLine, print_tune
+    from rag.models.tuning import TrainSettings
+    from rag.tools.tune import tune
+
+    config = _config(args)
+    if args.pairs and not Path(args.pairs).exists():  # before creating an index directory for nothing
+        print(f"rag tune: --pairs {args.pairs} does not exist; give a BEIR folder or a JSONL of pairs", file=sys.stderr)
+        return 1
+    if args.rollback or args.drop_previous:
+        with _open(config) as index:
+            if args.drop_previous:
+                dropped = index.drop_previous_embedder()
+                result: dict[str, Any] = {"dropped_vectors": dropped}
+                message = f"dropped {dropped} vectors of the previous embedding model; --rollback is no longer possible"
+            else:
+                restored = index.rollback_embedder()
+                result = {"embedder": restored, "previous": (index.store.meta.get("embedder_prev") or {}).get("name")}
+                message = f"the index uses {restored} again; `rag tune --rollback` returns to {result['previous']}"
+        dump(result) if args.json else print(message)
+        return 0
+    settings = TrainSettings(
+        minutes=args.minutes,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        seed=args.seed,
+        threads=config.threads,
+    )
+    terminal = not args.quiet and sys.stderr.isatty()
+    steps, train_line, ingest_line = (EvalProgress(sys.stderr), TrainLine(sys.stderr), ProgressLine(sys.stderr))
+    with _open(config, create=args.pairs is not None) as index:
+        try:
+            report = tune(
+                index,
+                pairs=Path(args.pairs) if args.pairs else None,
+                split=args.split,
+                settings=settings,
+                synthetic=args.queries,
+                progress=steps if terminal else None,
+                train_progress=train_line if terminal else None,
+                reembed_progress=ingest_line if terminal else None,
+            )
+        finally:
+            for line in (steps, train_line, ingest_line):
+                line.close()
+    dump(report.as_dict()) if args.json else print_tune(report)
     return 0
 
 
@@ -560,6 +634,7 @@ COMMANDS = {
     "doctor": _cmd_doctor,
     "reindex": _cmd_reindex,
     "eval": _cmd_eval,
+    "tune": _cmd_tune,
     "chat": _cmd_chat,
     "serve": _cmd_serve,
     "status": _cmd_status,

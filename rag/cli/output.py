@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
     from ingest.pipeline import IngestReport, Progress
+    from rag.models.tuning import TrainProgress
     from rag.tools.evaluate import EvalReport
+    from rag.tools.tune import TuneReport
 
 
 # Control characters from documents and file names (ANSI escapes, a newline in a name) are shown escaped on a
@@ -82,6 +84,50 @@ class EvalProgress(ProgressLine):
         self.stream.write("\r" + line.ljust(self.width))
         self.width = len(line)
         self.stream.flush()
+
+
+def print_embedder_comparison(reports: list[EvalReport]) -> None:
+    """One headline metric per mode, an embedding model per row: nDCG@10 (BEIR) or hit@5 (QA)."""
+    metric = "ndcg@10" if reports[0].kind == "beir" else "hit@5"
+    modes = list(reports[0].modes)
+    names = [show(r.settings["embed_model"]) for r in reports]
+    width = max(14, *(len(n) + 2 for n in names))
+    print(f"{metric + ' by embedder':<{width}}" + "".join(f"{m:>10}" for m in modes))
+    for name, r in zip(names, reports, strict=True):
+        print(f"{name:<{width}}" + "".join(f"{r.modes[m].get(metric, 0.0):>10.4f}" for m in modes))
+
+
+class TrainLine(ProgressLine):
+    def __call__(self, p: TrainProgress) -> None:  # type: ignore[override]
+        eta = p.eta_s
+        line = (
+            f"tune: step {p.step}/{p.steps} · epoch {p.epoch + 1} · loss {p.loss:.3f} · "
+            f"{p.elapsed_s / 60:.1f} min · ETA {int(eta // 60)}:{int(eta % 60):02d}"
+        )
+        self.stream.write("\r" + line.ljust(self.width))
+        self.width = len(line)
+        self.stream.flush()
+
+
+def print_tune(r: TuneReport) -> None:
+    t = r.training
+    if r.resumed:
+        print(f"finished the interrupted switch to {r.model}")
+    print(
+        f"tuned {r.model} from {r.base} on {r.trained_on} of {r.pairs} pairs ({r.source}); "
+        f"{r.held_out_queries} queries held out"
+    )
+    print(
+        f"training: {t['steps']} steps, {t['epochs']:g} epochs in {t['seconds'] / 60:.1f} min (budget "
+        f"{t['minutes']:g}, seed {t['seed']}), stopped by {t['stopped_by']}; loss {t['first_loss']:.3f} -> "
+        f"{t['last_loss']:.3f}"
+    )
+    print(f"re-embedded {r.reembedded} chunks")
+    print(f"{'held-out nDCG@10':<18}{'before':>9}{'after':>9}{'gain':>9}")
+    for mode, after in r.after.items():
+        before = r.before.get(mode, 0.0)
+        print(f"{mode:<18}{before:>9.4f}{after:>9.4f}{after - before:>+9.4f}")
+    print("`rag tune --rollback` returns to the previous model (its vectors are kept until --drop-previous)")
 
 
 def print_report(r: IngestReport, docs: int, chunks: int) -> None:

@@ -166,6 +166,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-points", type=_positive_int, metavar="N", help="sample down to N chunks (pca 20000, tsne 5000)"
     )
     mp.add_argument("--out", metavar="DIR", default=".", help="folder for map-<method>.png (default .)")
+    mp.add_argument(
+        "--compare",
+        action="store_true",
+        help="draw the chunks under the previous embedding model (kept by `rag tune`) and the current one, side by "
+        "side, in map-<method>-compare.png",
+    )
 
     rm = sub.add_parser("remove", parents=[common], help="remove documents (files, or every file under folders)")
     rm.add_argument("paths", nargs="+", metavar="PATH", help="indexed file or folder; need not exist on disk")
@@ -204,9 +210,45 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --answers: answer with generator M (bundled tier name, causal-LM folder or .gguf file); "
         "repeatable, one after the other, side by side (default: the configured --gen-model)",
     )
+    ev.add_argument(
+        "--embedder",
+        action="append",
+        metavar="M",
+        help="score embedding model M (bundled name, sentence-transformers folder such as a tuned INDEX/models/"
+        "tuned-1, or hub id); repeatable, side by side, each on its own evaluation index (default: --embed-model)",
+    )
     ev.add_argument("--chunk-tokens", type=int, metavar="N", help="chunk size for the evaluation index")
     ev.add_argument("--chunk-overlap", type=int, metavar="N", help="chunk overlap for the evaluation index")
     ev.add_argument("--reranker", metavar="M", help="cross-encoder folder; adds a 'rerank' column")
+
+    tu = sub.add_parser(
+        "tune",
+        parents=[common],
+        help="fine-tune the embedder on your documents, switch the index to it, show the gain",
+        description="Fine-tune the index's embedding model on CPU, on labelled pairs (--pairs) or on queries cut "
+        "from the index's own chunks, then re-embed the index with it (searches keep working meanwhile) and show "
+        "held-out nDCG@10 before and after. The model is saved under INDEX/models/; an interrupted run resumes.",
+    )
+    tu.add_argument(
+        "--pairs",
+        metavar="PATH",
+        help="a BEIR folder (its --split qrels; an empty --index is filled with its corpus) or a JSONL of "
+        '{"query", "positive", "negative"?}; default: no labels, queries cut from the chunks',
+    )
+    tu.add_argument("--split", default="train", help="BEIR qrels split to train on (default train)")
+    tu.add_argument("--minutes", type=_number, default=30.0, metavar="M", help="training time budget (default 30)")
+    tu.add_argument("--epochs", type=_positive_int, default=3, metavar="N", help="passes over the pairs (default 3)")
+    tu.add_argument("--batch-size", type=_positive_int, default=32, metavar="N", help="pairs per step (default 32)")
+    tu.add_argument("--learning-rate", type=_number, default=2e-5, metavar="LR", help="peak learning rate (2e-5)")
+    tu.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the split, sampling and training (0)")
+    tu.add_argument(
+        "--queries", type=_positive_int, default=3000, metavar="N", help="without --pairs: queries to cut (3000)"
+    )
+    what = tu.add_mutually_exclusive_group()
+    what.add_argument(
+        "--rollback", action="store_true", help="return to the previous embedding model (its vectors are kept)"
+    )
+    what.add_argument("--drop-previous", action="store_true", help="delete the vectors kept for --rollback")
 
     ch = sub.add_parser(
         "chat",

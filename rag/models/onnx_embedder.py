@@ -60,10 +60,12 @@ def eligible(source: EmbedderSource) -> bool:
         pooling = json.loads((folder / pooling_dir / "config.json").read_text())
     except (OSError, ValueError, KeyError, StopIteration):
         return False
-    others = [k for k, v in pooling.items() if k.startswith("pooling_mode_") and v and k != "pooling_mode_mean_tokens"]
-    if _prompts(folder):  # sentence-transformers prepends them; this graph would not
+    if _prompts(folder) or not (folder / "tokenizer.json").is_file():  # prompts: this graph would not prepend them
         return False
-    return bool(pooling.get("pooling_mode_mean_tokens")) and not others and (folder / "tokenizer.json").is_file()
+    if "pooling_mode" in pooling:  # sentence-transformers 6 writes one mode by name (a folder it saved, say)
+        return pooling["pooling_mode"] == "mean"
+    others = [k for k, v in pooling.items() if k.startswith("pooling_mode_") and v and k != "pooling_mode_mean_tokens"]
+    return bool(pooling.get("pooling_mode_mean_tokens")) and not others
 
 
 def _prompts(folder: Path) -> bool:

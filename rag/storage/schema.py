@@ -65,6 +65,14 @@ class NextVectorRow(Base):
     data: Mapped[bytes] = mapped_column(LargeBinary)
 
 
+class PreviousVectorRow(Base):
+    """Vectors of the model used before the last switch, kept for a rollback (see vector_sets.restore)."""
+
+    __tablename__ = "vectors_prev"
+    chunk_id: Mapped[int] = mapped_column(ForeignKey("chunks.id", ondelete="CASCADE"), primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
 class MetaRow(Base):
     __tablename__ = "meta"
     key: Mapped[str] = mapped_column(primary_key=True)

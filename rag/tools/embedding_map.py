@@ -3,6 +3,10 @@
 Large indexes are sampled down to ``max_points`` chunks (a seeded random sample, the query's top-k always kept),
 and the map says so. PCA is a linear projection, so the query is projected onto the same axes; t-SNE has no
 projection for new points, so the query is embedded together with the chunks.
+
+With ``previous``, the same chunks are drawn twice: under the vectors the index keeps from its previous embedding
+model (after `rag tune`) and under the current ones, the query embedded by each model, and the current model's
+hits ringed on both, so one sees where the tuned model moved them.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from rag.api import Index
+    from rag.types import Hit
 
 METHODS = ("pca", "tsne")
 # Above these, points are sampled: PCA of 20k x 384 takes about a second; t-SNE is quadratic-ish and slow on a CPU.
@@ -41,6 +46,7 @@ class EmbeddingMap:
     query_point: tuple[float, float] | None = None
     hits: list[dict[str, Any]] = field(default_factory=list)  # rank, chunk_id, score, path, x, y
     seconds: float = 0.0  # the projection alone (PCA or t-SNE), not loading models or reading the index
+    embedder: str = ""  # the model whose vectors these are
 
     def as_dict(self, points: bool = True) -> dict[str, Any]:
         d = {
@@ -56,6 +62,7 @@ class EmbeddingMap:
             "query_point": self.query_point,
             "hits": self.hits,
             "seconds": round(self.seconds, 3),
+            "embedder": self.embedder,
         }
         if points:
             d["points"] = [
@@ -76,8 +83,55 @@ def embedding_map(
     seed: int = 0,
 ) -> EmbeddingMap:
     """Project the chunk embeddings of ``index`` to 2-D; with ``query``, place it and mark its top ``k`` hits."""
+    _check(index, method, max_points, perplexity, query)
+    ids, vectors = index.store.vectors.arrays()
+    hits = index.search(query, k or index.config.sources_k) if query else []
+    keep = _sample(ids, hits, max_points or DEFAULT_MAX_POINTS[method], seed)
+    qvec = index.embedder.embed_query(query) if query else None
+    return _project(index, ids, vectors, keep, query, qvec, hits, method, perplexity, seed, index.embedder.source.name)
+
+
+def embedding_map_pair(
+    index: Index,
+    *,
+    query: str | None = None,
+    k: int | None = None,
+    method: str = "pca",
+    max_points: int | None = None,
+    perplexity: float = 30.0,
+    seed: int = 0,
+) -> tuple[EmbeddingMap, EmbeddingMap]:
+    """The same chunks (those both vector sets hold) under the previous embedding model and the current one."""
     import numpy as np
 
+    _check(index, method, max_points, perplexity, query)
+    found = index.previous_vectors()
+    if found is None:
+        raise ConfigError(
+            f"index {index.store.directory} keeps no previous embedding model; `rag tune` keeps one when it switches"
+        )
+    old_model, (old_ids, old_vectors) = found
+    ids, vectors = index.store.vectors.arrays()
+    common = np.intersect1d(ids, old_ids)  # chunks added since the switch have no previous vector
+    vectors, old_vectors = _take(ids, vectors, common), _take(old_ids, old_vectors, common)
+    hits = index.search(query, k or index.config.sources_k) if query else []
+    keep = _sample(common, hits, max_points or DEFAULT_MAX_POINTS[method], seed)
+    maps = []
+    for model, vecs in ((old_model, old_vectors), (index.embedder, vectors)):
+        qvec = model.embed_query(query) if query else None
+        maps.append(_project(index, common, vecs, keep, query, qvec, hits, method, perplexity, seed, model.source.name))
+    return maps[0], maps[1]
+
+
+def _take(ids: np.ndarray, vectors: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """The rows of ``vectors`` (keyed by ``ids``) for ``wanted``, in its order."""
+    import numpy as np
+
+    order = np.argsort(ids)
+    return vectors[order[np.searchsorted(ids, wanted, sorter=order)]]
+
+
+def _check(index: Index, method: str, max_points: int | None, perplexity: float, query: str | None) -> None:
     if method not in METHODS:
         raise ConfigError(f"--method {method!r}: use one of {', '.join(METHODS)}")
     if max_points is not None and max_points < 3:
@@ -88,31 +142,50 @@ def embedding_map(
         raise ConfigError("--query is empty; give a question or leave it out")
     if index.store.dim is None:
         raise ConfigError(f"index {index.store.directory} is empty; run `rag ingest FOLDER` first")
-    ids, vectors = index.store.vectors.arrays()
-    total = len(ids)
-    if total < 3:
+    if (total := index.counts()[1]) < 3:
         raise ConfigError(f"index {index.store.directory} holds {total} chunks; a map needs at least 3")
-    k = k or index.config.sources_k
-    hits = index.search(query, k) if query else []
-    limit = max_points or DEFAULT_MAX_POINTS[method]
-    keep = np.arange(total)
-    if total > limit:
-        rng = np.random.default_rng(seed)
-        must = np.flatnonzero(np.isin(ids, [h.chunk_id for h in hits]))
-        rest = np.setdiff1d(keep, must)
-        keep = np.sort(np.concatenate([must, rng.choice(rest, limit - len(must), replace=False)]))
-    ids, vectors = ids[keep], vectors[keep]
-    qvec = index.embedder.embed_query(query) if query else None
+
+
+def _sample(ids: np.ndarray, hits: list[Hit], limit: int, seed: int) -> np.ndarray:
+    """Positions of the chunks to draw: all, or a seeded sample of ``limit`` that keeps every hit."""
+    import numpy as np
+
+    keep = np.arange(len(ids))
+    if len(ids) <= limit:
+        return keep
+    rng = np.random.default_rng(seed)
+    must = np.flatnonzero(np.isin(ids, [h.chunk_id for h in hits]))
+    rest = np.setdiff1d(keep, must)
+    return np.sort(np.concatenate([must, rng.choice(rest, limit - len(must), replace=False)]))
+
+
+def _project(
+    index: Index,
+    all_ids: np.ndarray,
+    all_vectors: np.ndarray,
+    keep: np.ndarray,
+    query: str | None,
+    qvec: np.ndarray | None,
+    hits: list[Hit],
+    method: str,
+    perplexity: float,
+    seed: int,
+    embedder: str,
+) -> EmbeddingMap:
+    import numpy as np
+
+    ids, vectors = all_ids[keep], all_vectors[keep]
     result = EmbeddingMap(
         method=method,
         points=np.zeros((0, 2)),
         chunk_ids=[int(i) for i in ids],
         paths=_paths(index, ids),
         documents=[],
-        total_chunks=total,
-        sampled=len(ids) < total,
+        total_chunks=len(all_ids),
+        sampled=len(ids) < len(all_ids),
         seed=seed,
         query=query,
+        embedder=embedder,
     )
     from threadpoolctl import threadpool_limits
 

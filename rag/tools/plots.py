@@ -76,13 +76,43 @@ def context_heatmap(
 
 def map_png(emap: EmbeddingMap, path: Path, width: int = 1100, height: int = 800) -> tuple[int, int]:
     """Chunks as dots coloured by document; the query as a star, its hits ringed and numbered by rank."""
-    import numpy as np
-    from matplotlib import colormaps
-
     fig = _figure(width, height)
     show_legend = len(emap.documents) <= 20
     right = 0.68 if show_legend else 0.97
     ax = fig.add_axes((0.06, 0.08, right - 0.06, 0.84))
+    _draw_map(ax, emap, _map_title(emap))
+    if show_legend:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, frameon=False, markerscale=1.5)
+    return _save(fig, path)
+
+
+def map_pair_png(before: EmbeddingMap, after: EmbeddingMap, path: Path, height: int = 700) -> tuple[int, int]:
+    """The same chunks under two embedding models, side by side, in the same colours."""
+    fig = _figure(2 * height, height)
+    for n, (emap, when) in enumerate(((before, "before"), (after, "after"))):
+        ax = fig.add_axes((0.04 + n * 0.5, 0.08, 0.43, 0.80))
+        _draw_map(ax, emap, f"{when}: {Path(emap.embedder).name}\n{_map_title(emap)}")
+    return _save(fig, path)
+
+
+def _map_title(emap: EmbeddingMap) -> str:
+    title = f"{len(emap.chunk_ids)} chunks"
+    if emap.sampled:
+        title += f" (random sample of {emap.total_chunks}, seed {emap.seed})"
+    title += f" from {len(emap.documents)} documents, {emap.method.upper()}"
+    if emap.method == "tsne":
+        title += f" (perplexity {emap.perplexity:g}, seed {emap.seed})"
+    elif emap.explained_variance:
+        title += " ({:.0%} + {:.0%} of variance)".format(*emap.explained_variance)
+    if emap.query:
+        title += f"\n★ query: {emap.query[:90]}  (rings: its top {len(emap.hits)})"
+    return title
+
+
+def _draw_map(ax: Any, emap: EmbeddingMap, title: str) -> None:
+    import numpy as np
+    from matplotlib import colormaps
+
     cmap = colormaps["tab20"]
     colour = {d: cmap(n % 20) for n, d in enumerate(emap.documents)}
     paths = np.asarray(emap.paths)
@@ -95,17 +125,4 @@ def map_png(emap: EmbeddingMap, path: Path, width: int = 1100, height: int = 800
         ax.annotate(str(hit["rank"]), (hit["x"], hit["y"]), xytext=(5, 5), textcoords="offset points", fontsize=9)
     if emap.query_point is not None:
         ax.scatter([emap.query_point[0]], [emap.query_point[1]], marker="*", s=320, color="red", edgecolors="black")
-    title = f"{len(emap.chunk_ids)} chunks"
-    if emap.sampled:
-        title += f" (random sample of {emap.total_chunks}, seed {emap.seed})"
-    title += f" from {len(emap.documents)} documents, {emap.method.upper()}"
-    if emap.method == "tsne":
-        title += f" (perplexity {emap.perplexity:g}, seed {emap.seed})"
-    elif emap.explained_variance:
-        title += " ({:.0%} + {:.0%} of variance)".format(*emap.explained_variance)
-    if emap.query:
-        title += f"\n★ query: {emap.query[:90]}  (rings: its top {len(emap.hits)})"
     ax.set_title(title, fontsize=9)
-    if show_legend:
-        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, frameon=False, markerscale=1.5)
-    return _save(fig, path)

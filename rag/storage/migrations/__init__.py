@@ -17,7 +17,7 @@ from sqlalchemy.engine import Connection
 if TYPE_CHECKING:
     from alembic.config import Config as AlembicConfig
 
-HEAD = "0004"
+HEAD = "0005"
 # The revision an index made before Alembic matches, by its meta format_version.
 LEGACY_REVISIONS = {1: "0001", 2: "0002"}
 VERSION_TABLE = "alembic_version"
