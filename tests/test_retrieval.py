@@ -93,6 +93,7 @@ def test_index_without_fts_gets_it_on_open(tmp_path: Path) -> None:
     for trigger in ("chunks_fts_insert", "chunks_fts_delete", "chunks_fts_update"):
         db.execute(f"DROP TRIGGER {trigger}")
     db.execute("DROP TABLE chunks_fts")
+    db.execute("DROP TABLE vectors_prev")
     db.execute("DROP TABLE alembic_version")  # made before the migrations, too
     db.commit()
     db.close()
