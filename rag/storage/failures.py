@@ -51,7 +51,8 @@ def translate(directory: Path, error: BaseException) -> RagError | None:
     text = str(error).lower()
     if "disk is full" in text or "no space left" in text or "file too large" in text:
         return disk_full(directory)
-    if "malformed" in text or "file is not a database" in text:
+    # Every text column is written from str: bytes that are not UTF-8 can only be damage.
+    if "malformed" in text or "file is not a database" in text or "could not decode to utf-8" in text:
         return damaged(directory, str(error).splitlines()[0][:120])
     if "readonly database" in text or "read-only" in text or "unable to open database" in text:
         return read_only(directory, str(error).splitlines()[0][:120])

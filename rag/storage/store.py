@@ -393,7 +393,11 @@ class Store:
                 rows = [r[0] for r in conn.exec_driver_sql("PRAGMA quick_check").fetchall()]
         except RagError as e:
             return str(e)
-        return None if rows == ["ok"] else "; ".join(rows[:3])
+        if rows == ["ok"]:
+            return None
+        # One row may hold several problems, a line each, under a "*** in database main ***" header.
+        problems = [line for row in rows for line in row.splitlines() if line.strip() and not line.startswith("***")]
+        return "; ".join(problems[:3])
 
     @contextmanager
     def transaction(self) -> Iterator[Transaction]:
