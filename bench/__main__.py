@@ -1,7 +1,7 @@
 """`python -m bench [SECTION ...]`: measure rag-local's speed and print a table per section.
 
-Sections: generation, retrieval, ingest, coldstart, quality, serve, conversations, ocr, store (default: the first
-four).
+Sections: generation, retrieval, ingest, coldstart, quality, serve, conversations, ocr, store, tuning (default: the
+first four).
 ``--smoke`` runs a tiny configuration of each (seconds, for the test that keeps this code from rotting);
 ``--json FILE`` saves the rows.
 """
@@ -16,7 +16,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-SECTIONS = ("generation", "retrieval", "ingest", "coldstart", "quality", "serve", "conversations", "ocr", "store")
+SECTIONS = (
+    "generation", "retrieval", "ingest", "coldstart", "quality", "serve", "conversations", "ocr", "store", "tuning",
+)  # fmt: skip
 DEFAULT = ("generation", "retrieval", "ingest", "coldstart")
 
 
@@ -42,6 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--asks", type=int, default=20, help="serve: chat-completion requests (20)")
     p.add_argument("--pages", type=int, default=10, help="ocr: scanned pages (10)")
     p.add_argument("--chunks", type=int, default=1_000_000, help="store: synthetic chunks per store (1,000,000)")
+    p.add_argument("--steps", type=int, default=5, help="tuning: timed training steps per precision (5)")
     p.add_argument("--json", metavar="FILE", help="also write all rows as JSON")
     p.add_argument("--cache-dir", type=Path, help="generator/ONNX cache (default: rag's, ~/.cache/rag)")
     return p
@@ -122,6 +125,10 @@ def _run(section: str, args: argparse.Namespace, cache_dir: Path) -> list[dict[s
         if smoke:
             return []  # a server process loading the models: too slow for a smoke run
         return serve.run(args.clients, args.searches, args.asks)
+    if section == "tuning":
+        from bench import tuning
+
+        return tuning.run(1, 4) if smoke else tuning.run(args.steps, 32)
     from bench import quality
 
     if smoke:

@@ -54,7 +54,9 @@ def test_tiny_run_trains_saves_switches_and_reports(tuned) -> None:
     record = read_record(folder)
     assert report["model"] == "models/tuned-1" and (folder / "modules.json").is_file()
     assert record["base"]["name"] == "all-MiniLM-L6-v2" and record["report"]["steps"] >= 1
+    assert report["training"]["epochs"] == record["report"]["epochs"] <= TINY.epochs  # passes made, not asked for
     assert report["source"] == "synthetic" and report["trained_on"] + report["held_out_queries"] <= report["pairs"]
+    assert any("not asked by people" in note for note in report["notes"])  # says how to check on real questions
     # The held-out queries are scored before and after, in every mode, and none of them was trained on.
     assert set(report["before"]) == set(report["after"]) == {"dense", "bm25", "hybrid"}
     assert report["before"]["bm25"] == pytest.approx(report["after"]["bm25"])  # BM25 does not see the embedder
@@ -184,12 +186,21 @@ def test_fine_tune_is_seeded(tmp_path: Path) -> None:
         Example("how is text split into tokens", "A tokenizer splits text into subword tokens.", ("Attention.",)),
         Example("what does attention compute", "Attention weighs every token against the others.", ("Top-p.",)),
     ]
-    settings = TrainSettings(minutes=1, epochs=1, batch_size=3, seed=7)
-    for name in ("a", "b"):
-        report = fine_tune(base, examples, tmp_path / name, settings)
-        assert report.steps == 1 and report.stopped_by == "epochs"
-    weights = [(tmp_path / n / "model.safetensors").read_bytes() for n in ("a", "b")]
-    assert weights[0] == weights[1] != (bundled_embedder_dir() / "model.safetensors").read_bytes()
+    untuned = (bundled_embedder_dir() / "model.safetensors").read_bytes()
+    for precision in ("auto", "fp32"):  # auto is bf16 on a CPU with native bfloat16, else fp32
+        settings = TrainSettings(minutes=1, epochs=1, batch_size=3, seed=7, precision=precision)
+        for name in ("a", "b"):
+            report = fine_tune(base, examples, tmp_path / precision / name, settings)
+            assert report.steps == 1 and report.stopped_by == "epochs"
+            assert report.precision == ("fp32" if precision == "fp32" else _native_precision())
+        weights = [(tmp_path / precision / n / "model.safetensors").read_bytes() for n in ("a", "b")]
+        assert weights[0] == weights[1] != untuned
+
+
+def _native_precision() -> str:
+    import torch
+
+    return "bf16" if torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported() else "fp32"
 
 
 def test_budget_stops_training(tmp_path: Path) -> None:
@@ -240,6 +251,16 @@ def test_jsonl_pairs_point_at_indexed_chunks(tmp_path: Path, sample_index: Index
 
 
 def test_tune_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(ValueError, match="precision='fp16'"):
+        fine_tune(
+            resolve_embedder(str(bundled_embedder_dir())),
+            [Example("q", "p")],
+            tmp_path / "m",
+            TrainSettings(precision="fp16"),
+        )
     assert main(["--index", str(tmp_path / "none"), "tune", "--pairs", str(tmp_path / "missing.jsonl")]) == 1
     err = capsys.readouterr().err
     assert "missing.jsonl does not exist" in err and len(err.strip().splitlines()) == 1
+    with pytest.raises(SystemExit) as usage:
+        main(["--index", str(tmp_path / "none"), "tune", "--negatives", "-1"])
+    assert usage.value.code == 2 and "--negatives: -1 is negative" in capsys.readouterr().err

@@ -599,6 +599,7 @@ def _cmd_tune(args: argparse.Namespace) -> int:
         epochs=args.epochs,
         batch_size=args.batch_size,
         learning_rate=args.learning_rate,
+        negatives_per_example=args.negatives,
         seed=args.seed,
         threads=config.threads,
     )

@@ -118,15 +118,17 @@ def print_tune(r: TuneReport) -> None:
         f"{r.held_out_queries} queries held out"
     )
     print(
-        f"training: {t['steps']} steps, {t['epochs']:g} epochs in {t['seconds'] / 60:.1f} min (budget "
-        f"{t['minutes']:g}, seed {t['seed']}), stopped by {t['stopped_by']}; loss {t['first_loss']:.3f} -> "
-        f"{t['last_loss']:.3f}"
+        f"training: {t['steps']} steps, {t['epochs']:g} epochs in {t['seconds'] / 60:.1f} min "
+        f"({t.get('precision', 'fp32')}, budget {t['minutes']:g}, seed {t['seed']}), stopped by {t['stopped_by']}; "
+        f"loss {t['first_loss']:.3f} -> {t['last_loss']:.3f}"
     )
     print(f"re-embedded {r.reembedded} chunks")
     print(f"{'held-out nDCG@10':<18}{'before':>9}{'after':>9}{'gain':>9}")
     for mode, after in r.after.items():
         before = r.before.get(mode, 0.0)
         print(f"{mode:<18}{before:>9.4f}{after:>9.4f}{after - before:>+9.4f}")
+    for note in r.notes:
+        print(f"note: {note}")
     print("`rag tune --rollback` returns to the previous model (its vectors are kept until --drop-previous)")
 
 

@@ -17,6 +17,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _count(text: str) -> int:
+    value = int(text)  # a ValueError becomes argparse's "invalid _count value" usage error
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative")
+    return value
+
+
 def _number(text: str) -> float:
     """A finite float: nan and inf are refused as usage errors."""
     value = float(text)  # a ValueError becomes argparse's "invalid _number value" usage error
@@ -237,8 +244,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tu.add_argument("--split", default="train", help="BEIR qrels split to train on (default train)")
     tu.add_argument("--minutes", type=_number, default=30.0, metavar="M", help="training time budget (default 30)")
-    tu.add_argument("--epochs", type=_positive_int, default=3, metavar="N", help="passes over the pairs (default 3)")
+    tu.add_argument("--epochs", type=_positive_int, default=4, metavar="N", help="passes over the pairs (default 4)")
     tu.add_argument("--batch-size", type=_positive_int, default=32, metavar="N", help="pairs per step (default 32)")
+    tu.add_argument(
+        "--negatives", type=_count, default=2, metavar="N", help="hard negatives sampled per pair and step (default 2)"
+    )
     tu.add_argument("--learning-rate", type=_number, default=2e-5, metavar="LR", help="peak learning rate (2e-5)")
     tu.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the split, sampling and training (0)")
     tu.add_argument(

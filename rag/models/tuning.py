@@ -7,6 +7,10 @@ stop on a time budget; here a run stops when its next step would overrun ``minut
 decays to zero at the step where it will stop (re-estimated from the measured step time), so a budgeted run
 ends as annealed as a full one.
 
+Where the CPU multiplies bfloat16 natively (AVX512-BF16 or AMX), the forward pass runs under bfloat16 autocast:
+the weights and optimiser stay float32 and a step is faster (`python -m bench tuning`; bench/RESULTS.md).
+Elsewhere bfloat16 is emulated and slower, so ``precision="auto"`` keeps float32.
+
 The model is written to a temporary folder and renamed into place, so a run killed at any point leaves either no
 model or a whole one.
 """
@@ -25,6 +29,7 @@ from typing import Any
 from rag.models.sources import EmbedderSource, prepare_hub_access
 
 TUNING_FILE = "tuning.json"  # beside the model files: what it was tuned from and how
+PRECISIONS = ("auto", "bf16", "fp32")
 
 
 @dataclass(frozen=True)
@@ -39,14 +44,15 @@ class Example:
 @dataclass(frozen=True)
 class TrainSettings:
     minutes: float = 30.0  # wall-clock budget of the training loop (loading and saving come on top)
-    epochs: int = 3
+    epochs: int = 4
     batch_size: int = 32
     learning_rate: float = 2e-5
     warmup: float = 0.1  # share of the steps with a rising learning rate
     scale: float = 20.0  # cosine similarities times this are the logits (sentence-transformers' default)
-    negatives_per_example: int = 1
+    negatives_per_example: int = 2
     seed: int = 0
     threads: int | None = None  # torch threads; None: torch's default (one per core)
+    precision: str = "auto"  # "auto" (bfloat16 where the CPU has it natively), "bf16" or "fp32"
 
 
 @dataclass(frozen=True)
@@ -69,6 +75,7 @@ class TrainReport:
     epochs: float  # passes over the examples, fractional when the budget stopped the run
     seconds: float
     stopped_by: str  # "epochs" | "budget" | "cancelled"
+    precision: str  # what the forward pass ran in: "bf16" or "fp32"
     first_loss: float
     last_loss: float  # mean of the last few steps
 
@@ -90,6 +97,10 @@ def fine_tune(
     ``record`` and the report in its tuning.json). Seeded: the same inputs and settings give the same model."""
     if not examples:
         raise ValueError("no training examples")
+    if settings.negatives_per_example < 0:
+        raise ValueError(f"negatives_per_example={settings.negatives_per_example} must be >= 0")
+    if settings.precision not in PRECISIONS:
+        raise ValueError(f"precision={settings.precision!r} must be one of {', '.join(PRECISIONS)}")
     prepare_hub_access(base.local)
     import torch
     import torch.nn.functional as F
@@ -103,6 +114,7 @@ def fine_tune(
     try:
         model = SentenceTransformer(base.location, device="cpu", local_files_only=base.local)
         model.train()
+        bf16 = _use_bf16(settings.precision, torch)
         optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate)
         per_epoch = -(-len(examples) // settings.batch_size)
         planned = settings.epochs * per_epoch
@@ -128,7 +140,10 @@ def fine_tune(
                     stopped_by = "cancelled"
                     break
                 batch = [examples[i] for i in order[at : at + settings.batch_size]]
-                loss = _step(model, batch, settings, rng, F, torch)
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                    loss_tensor = _loss(model, batch, settings, rng, F, torch)
+                loss_tensor.backward()  # outside autocast: the backward pass runs in the forward's dtypes anyway
+                loss = float(loss_tensor.item())
                 optimizer.step()
                 schedule.step()
                 optimizer.zero_grad()
@@ -149,6 +164,7 @@ def fine_tune(
             epochs=round(step / per_epoch, 3),
             seconds=round(seconds, 1),
             stopped_by=stopped_by,
+            precision="bf16" if bf16 else "fp32",
             first_loss=round(losses[0], 4) if losses else 0.0,
             last_loss=round(sum(losses[-10:]) / max(len(losses[-10:]), 1), 4),
         )
@@ -158,19 +174,23 @@ def fine_tune(
         torch.set_num_threads(before_threads)
 
 
-def _step(model, batch: list[Example], settings: TrainSettings, rng: random.Random, F, torch) -> float:
-    """One optimiser step's forward and backward pass; returns the loss."""
+def _loss(model, batch: list[Example], settings: TrainSettings, rng: random.Random, F, torch):
+    """One optimiser step's forward pass: the batch's InfoNCE loss, a tensor to call backward on."""
     queries = [e.query for e in batch]
     documents = [e.positive for e in batch]
     for e in batch:
         if e.negatives:
             documents.extend(rng.sample(e.negatives, min(settings.negatives_per_example, len(e.negatives))))
-    q = F.normalize(model(model.tokenize(queries))["sentence_embedding"], dim=-1)
-    d = F.normalize(model(model.tokenize(documents))["sentence_embedding"], dim=-1)
+    q = F.normalize(model(model.tokenize(queries))["sentence_embedding"].float(), dim=-1)
+    d = F.normalize(model(model.tokenize(documents))["sentence_embedding"].float(), dim=-1)
     # Query i's positive is document i; every other document of the batch is one of its negatives.
-    loss = F.cross_entropy(q @ d.T * settings.scale, torch.arange(len(batch)))
-    loss.backward()
-    return float(loss.item())
+    return F.cross_entropy(q @ d.T * settings.scale, torch.arange(len(batch)))
+
+
+def _use_bf16(precision: str, torch) -> bool:
+    if precision != "auto":
+        return precision == "bf16"
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
 
 
 def _save(model, out: Path, record: dict[str, Any]) -> None:

@@ -87,8 +87,9 @@ def embedding_map(
     ids, vectors = index.store.vectors.arrays()
     hits = index.search(query, k or index.config.sources_k) if query else []
     keep = _sample(ids, hits, max_points or DEFAULT_MAX_POINTS[method], seed)
+    view = _View(query, hits, method, perplexity, seed)
     qvec = index.embedder.embed_query(query) if query else None
-    return _project(index, ids, vectors, keep, query, qvec, hits, method, perplexity, seed, index.embedder.source.name)
+    return _project(index, ids, vectors, keep, view, qvec, index.embedder.source.name)
 
 
 def embedding_map_pair(
@@ -116,10 +117,11 @@ def embedding_map_pair(
     vectors, old_vectors = _take(ids, vectors, common), _take(old_ids, old_vectors, common)
     hits = index.search(query, k or index.config.sources_k) if query else []
     keep = _sample(common, hits, max_points or DEFAULT_MAX_POINTS[method], seed)
+    view = _View(query, hits, method, perplexity, seed)
     maps = []
     for model, vecs in ((old_model, old_vectors), (index.embedder, vectors)):
         qvec = model.embed_query(query) if query else None
-        maps.append(_project(index, common, vecs, keep, query, qvec, hits, method, perplexity, seed, model.source.name))
+        maps.append(_project(index, common, vecs, keep, view, qvec, model.source.name))
     return maps[0], maps[1]
 
 
@@ -159,21 +161,30 @@ def _sample(ids: np.ndarray, hits: list[Hit], limit: int, seed: int) -> np.ndarr
     return np.sort(np.concatenate([must, rng.choice(rest, limit - len(must), replace=False)]))
 
 
+@dataclass(frozen=True)
+class _View:
+    """What a map is asked to show, the same for every vector set drawn."""
+
+    query: str | None
+    hits: list[Hit]
+    method: str
+    perplexity: float
+    seed: int
+
+
 def _project(
     index: Index,
     all_ids: np.ndarray,
     all_vectors: np.ndarray,
     keep: np.ndarray,
-    query: str | None,
+    view: _View,
     qvec: np.ndarray | None,
-    hits: list[Hit],
-    method: str,
-    perplexity: float,
-    seed: int,
     embedder: str,
 ) -> EmbeddingMap:
+    """Project the ``keep`` rows of ``all_vectors`` (and the query vector) to 2-D, as ``view`` asks."""
     import numpy as np
 
+    query, hits, method, seed = view.query, view.hits, view.method, view.seed
     ids, vectors = all_ids[keep], all_vectors[keep]
     result = EmbeddingMap(
         method=method,
@@ -196,7 +207,7 @@ def _project(
         if method == "pca":
             points, qpoint, result.explained_variance = _pca(vectors, qvec)
         else:
-            points, qpoint, result.perplexity = _tsne(vectors, qvec, perplexity, seed)
+            points, qpoint, result.perplexity = _tsne(vectors, qvec, view.perplexity, seed)
     result.points = points
     result.documents = sorted(set(result.paths))
     if qpoint is not None:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rag.errors import ConfigError, SourceNotFoundError
-from rag.tools.datasets import is_beir, load_beir, materialise_beir
+from rag.tools.datasets import beir_workspace, is_beir, load_beir, materialise_beir
 
 if TYPE_CHECKING:
     from rag.api import Index
@@ -115,12 +115,12 @@ def _overlaps(positive: str, chunk: str) -> bool:
     return len(words & set(re.findall(r"\w+", chunk.lower()))) >= 0.5 * len(words)
 
 
-def load_pairs(source: Path, split: str, index: Index, workspace: Callable[[Path], Path]) -> list[Pair]:
+def load_pairs(source: Path, split: str, index: Index) -> list[Pair]:
     """Labelled pairs from a BEIR folder or a JSONL file."""
     if source.is_dir():
         if not is_beir(source):
             raise ConfigError(f"{source} is not a BEIR folder (corpus.jsonl, queries.jsonl, qrels), nor a JSONL file")
-        return beir_pairs(source, split, index, workspace(source))
+        return beir_pairs(source, split, index, beir_workspace(source, index.config.cache_dir))
     if not source.is_file():
         raise SourceNotFoundError(f"--pairs {source} does not exist; give a BEIR folder or a JSONL of pairs")
     return jsonl_pairs(source, index)
