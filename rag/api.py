@@ -89,9 +89,7 @@ class Index:
     @cached_property
     def embedder(self) -> Embedder:
         """The configured embedding model; the index's tuned model when it was tuned from that one."""
-        c = self.config
-        source = indexing.embedder_source(self.store, c.embed_model)
-        return Embedder(source, cache_dir=c.cache_dir, runtime=c.embed_runtime)
+        return self._embedder(indexing.embedder_source(self.store, self.config.embed_model))
 
     @cached_property
     def reranker(self) -> Reranker | None:
@@ -178,14 +176,8 @@ class Index:
         name and identity): the stored chunks are re-embedded into a shadow set while searches use the current
         vectors, then swapped in, keeping the current ones for :meth:`rollback_embedder`. An interrupted switch
         resumes where it stopped. Returns how many chunks were re-embedded."""
-        folder = Path(folder).resolve()
-        relative = folder.relative_to(self.store.directory.resolve()).as_posix()
-        source = resolve_embedder(str(folder))
-        embedder = Embedder(
-            EmbedderSource(relative, source.location, True, source.identity),
-            cache_dir=self.config.cache_dir,
-            runtime=self.config.embed_runtime,
-        )
+        relative = Path(folder).resolve().relative_to(self.store.directory.resolve()).as_posix()
+        embedder = self._embedder(indexing.tuned_source(self.store, relative))
         record = {**indexing.embedder_meta(embedder), "tuned": {"folder": relative, "base": base}}
         with self.store.writing():
             done = indexing.switch_embedder(self.store, embedder, progress, record=record, keep_previous=True)
@@ -214,8 +206,12 @@ class Index:
     def _embedder_for(self, record: dict[str, Any]) -> Embedder:
         """The model an index meta record names: a tuned folder inside the index, or a configured model."""
         tuned = record.get("tuned")
-        spec = str(self.store.directory / tuned["folder"]) if tuned else record["name"]
-        return Embedder(resolve_embedder(spec), cache_dir=self.config.cache_dir, runtime=self.config.embed_runtime)
+        return self._embedder(
+            indexing.tuned_source(self.store, tuned["folder"]) if tuned else resolve_embedder(record["name"])
+        )
+
+    def _embedder(self, source: EmbedderSource) -> Embedder:
+        return Embedder(source, cache_dir=self.config.cache_dir, runtime=self.config.embed_runtime)
 
     def _models_changed(self) -> None:
         for name in ("embedder", "answerer"):  # built from the old embedder

@@ -54,14 +54,19 @@ def embedder_source(store: Store, configured: str) -> EmbedderSource:
     tuned = (store.meta.get("embedder") or {}).get("tuned")
     if not tuned or tuned["base"]["identity"] != wanted.identity:
         return wanted
-    folder = store.directory / tuned["folder"]
-    if not folder.is_dir():
+    if not (store.directory / tuned["folder"]).is_dir():
         raise ModelNotFoundError(
             f"index {store.directory} uses the tuned model {tuned['folder']}, which is missing from it; copy that "
             "folder from the machine that tuned it, or run `rag tune --rollback`"
         )
-    source = resolve_embedder(str(folder))
-    return EmbedderSource(tuned["folder"], source.location, True, source.identity)
+    return tuned_source(store, tuned["folder"])
+
+
+def tuned_source(store: Store, relative: str) -> EmbedderSource:
+    """A tuned model folder inside the index, named by its path relative to the index (so the name stays the
+    same when the index is moved)."""
+    source = resolve_embedder(str(store.directory / relative))
+    return EmbedderSource(relative, source.location, True, source.identity)
 
 
 def check_embedder(store: Store, configured: str) -> str | None:
@@ -140,7 +145,9 @@ def _finish_switch(
     return done
 
 
-def rollback(store: Store, embedder_for: Callable[[dict[str, Any]], Embedder], progress) -> dict[str, Any]:
+def rollback(
+    store: Store, embedder_for: Callable[[dict[str, Any]], Embedder], progress: Callable[[Progress], None] | None
+) -> dict[str, Any]:
     """Return to the embedding model used before the last `rag tune` switch, from its kept vectors; only chunks
     added since are embedded (by ``embedder_for(record)``, loaded only then). The replaced vectors are kept in
     turn, so a second rollback goes forward again. Returns the restored model's record. Call with the writer
