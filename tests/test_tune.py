@@ -56,6 +56,7 @@ def test_tiny_run_trains_saves_switches_and_reports(tuned) -> None:
     assert record["base"]["name"] == "all-MiniLM-L6-v2" and record["report"]["steps"] >= 1
     assert report["training"]["epochs"] == record["report"]["epochs"] <= TINY.epochs  # passes made, not asked for
     assert report["source"] == "synthetic" and report["trained_on"] + report["held_out_queries"] <= report["pairs"]
+    assert report["training"]["loss"] == "margin-mse"  # cut queries learn the teacher's margins
     assert any("not asked by people" in note for note in report["notes"])  # says how to check on real questions
     # The held-out queries are scored before and after, in every mode, and none of them was trained on.
     assert set(report["before"]) == set(report["after"]) == {"dense", "bm25", "hybrid"}
@@ -195,6 +196,49 @@ def test_fine_tune_is_seeded(tmp_path: Path) -> None:
             assert report.precision == ("fp32" if precision == "fp32" else _native_precision())
         weights = [(tmp_path / precision / n / "model.safetensors").read_bytes() for n in ("a", "b")]
         assert weights[0] == weights[1] != untuned
+
+
+def test_margin_loss_moves_the_margins_toward_the_teacher(tmp_path: Path) -> None:
+    base = resolve_embedder(str(bundled_embedder_dir()))
+    query, good, bad = "how does nucleus sampling pick tokens", "Top-p keeps the smallest likely set.", "Beams."
+    # The teacher rates the "negative" far above the positive: training must move the model that way.
+    examples = [Example(query, good, (bad,), teacher=(0.0, 1.0))] * 4
+    settings = TrainSettings(minutes=1, epochs=8, batch_size=4, learning_rate=1e-4, warmup=0.0, seed=0)
+    report = fine_tune(base, examples, tmp_path / "m", settings)
+    assert report.loss == "margin-mse" and report.steps == 8
+
+    def margin(location: str) -> float:
+        from sentence_transformers import SentenceTransformer
+
+        q, g, b = SentenceTransformer(location, device="cpu").encode([query, good, bad], normalize_embeddings=True)
+        return float(q @ g - q @ b)
+
+    assert margin(str(tmp_path / "m")) < margin(base.location) - 0.05
+    # Without a teacher's scores the same examples train with InfoNCE.
+    plain = [Example(query, good, (bad,))] * 4
+    assert fine_tune(base, plain, tmp_path / "p", TrainSettings(minutes=1, epochs=1, batch_size=4)).loss == "infonce"
+
+
+def test_teacher_scores_follow_shared_rare_words(sample_index: Index) -> None:
+    from rag.tools.teacher import lexical_statistics, with_teacher
+
+    lexical = lexical_statistics(sample_index)
+    query = "nucleus sampling threshold"
+    assert lexical.score(query, "Nucleus sampling keeps tokens up to a threshold.") > lexical.score(
+        query, "The model samples the next word."
+    )
+    assert lexical.score("the of and", "the of and") == 0.0  # only function words: no evidence either way
+    assert 0.0 < lexical.score(query, "nucleus sampling threshold") < 2.3  # normalised by the query's IDF
+    pair = Pair(
+        query,
+        "Nucleus sampling keeps the smallest set of tokens whose probability reaches the threshold p.",
+        frozenset({"#1"}),
+        "g",
+        ("Attention weighs each token against the others.", "A tokenizer splits text into pieces.", "Beams."),
+    )
+    (scored,) = with_teacher(sample_index, [pair, Pair("q", "p", frozenset(), "h")], seed=0, negatives=2)
+    assert len(scored.negatives) == 2 and set(scored.negatives) <= set(pair.negatives)  # no negatives: dropped
+    assert len(scored.teacher) == 3 and scored.teacher[0] > max(scored.teacher[1:])
 
 
 def _native_precision() -> str:

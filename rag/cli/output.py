@@ -120,7 +120,7 @@ def print_tune(r: TuneReport) -> None:
     print(
         f"training: {t['steps']} steps, {t['epochs']:g} epochs in {t['seconds'] / 60:.1f} min "
         f"({t.get('precision', 'fp32')}, budget {t['minutes']:g}, seed {t['seed']}), stopped by {t['stopped_by']}; "
-        f"loss {t['first_loss']:.3f} -> {t['last_loss']:.3f}"
+        f"{t.get('loss', 'infonce')} loss {t['first_loss']:.3f} -> {t['last_loss']:.3f}"
     )
     print(f"re-embedded {r.reembedded} chunks")
     print(f"{'held-out nDCG@10':<18}{'before':>9}{'after':>9}{'gain':>9}")

@@ -247,7 +247,12 @@ def build_parser() -> argparse.ArgumentParser:
     tu.add_argument("--epochs", type=_positive_int, default=4, metavar="N", help="passes over the pairs (default 4)")
     tu.add_argument("--batch-size", type=_positive_int, default=32, metavar="N", help="pairs per step (default 32)")
     tu.add_argument(
-        "--negatives", type=_count, default=2, metavar="N", help="hard negatives sampled per pair and step (default 2)"
+        "--negatives",
+        type=_count,
+        default=2,
+        metavar="N",
+        help="with --pairs: hard negatives sampled per pair and step (default 2); without, each cut query learns a "
+        "teacher's margins on one",
     )
     tu.add_argument("--learning-rate", type=_number, default=2e-5, metavar="LR", help="peak learning rate (2e-5)")
     tu.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the split, sampling and training (0)")

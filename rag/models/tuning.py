@@ -1,11 +1,13 @@
 """Fine-tuning a sentence-transformers embedder on (query, positive, hard negatives) examples, on the CPU.
 
 The loss is the multiple-negatives ranking loss (InfoNCE): each query is scored against every positive and every
-hard negative in its batch, and trained to rank its own positive first. The loop is written out (rather than
-``SentenceTransformer.fit``) because sentence-transformers' trainer needs the ``datasets`` package and cannot
-stop on a time budget; here a run stops when its next step would overrun ``minutes``, and the learning rate
-decays to zero at the step where it will stop (re-estimated from the measured step time), so a budgeted run
-ends as annealed as a full one.
+hard negative in its batch, and trained to rank its own positive first. Examples that carry a teacher's scores
+(unlabelled runs, rag/tools/teacher.py) are trained on the teacher's margins instead (margin-MSE).
+
+The loop is written out (rather than ``SentenceTransformer.fit``) because sentence-transformers' trainer needs the
+``datasets`` package and cannot stop on a time budget; here a run stops when its next step would overrun
+``minutes``, and the learning rate decays to zero at the step where it will stop (re-estimated from the measured
+step time), so a budgeted run ends as annealed as a full one.
 
 Where the CPU multiplies bfloat16 natively (AVX512-BF16 or AMX), the forward pass runs under bfloat16 autocast:
 the weights and optimiser stay float32 and a step is faster (`python -m bench tuning`; bench/RESULTS.md).
@@ -39,6 +41,8 @@ class Example:
     query: str
     positive: str
     negatives: tuple[str, ...] = ()
+    # A teacher's scores of the positive and of each negative: when given, the loss is margin-MSE instead.
+    teacher: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,7 @@ class TrainReport:
     epochs: float  # passes over the examples, fractional when the budget stopped the run
     seconds: float
     stopped_by: str  # "epochs" | "budget" | "cancelled"
+    loss: str  # "infonce", or "margin-mse" when every example carries a teacher's scores
     precision: str  # what the forward pass ran in: "bf16" or "fp32"
     first_loss: float
     last_loss: float  # mean of the last few steps
@@ -115,6 +120,7 @@ def fine_tune(
         model = SentenceTransformer(base.location, device="cpu", local_files_only=base.local)
         model.train()
         bf16 = _use_bf16(settings.precision, torch)
+        margin = all(e.teacher and e.negatives for e in examples)
         optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate)
         per_epoch = -(-len(examples) // settings.batch_size)
         planned = settings.epochs * per_epoch
@@ -141,7 +147,10 @@ def fine_tune(
                     break
                 batch = [examples[i] for i in order[at : at + settings.batch_size]]
                 with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                    loss_tensor = _loss(model, batch, settings, rng, F, torch)
+                    if margin:
+                        loss_tensor = _margin_loss(model, batch, F, torch)
+                    else:
+                        loss_tensor = _loss(model, batch, settings, rng, F, torch)
                 loss_tensor.backward()  # outside autocast: the backward pass runs in the forward's dtypes anyway
                 loss = float(loss_tensor.item())
                 optimizer.step()
@@ -164,6 +173,7 @@ def fine_tune(
             epochs=round(step / per_epoch, 3),
             seconds=round(seconds, 1),
             stopped_by=stopped_by,
+            loss="margin-mse" if margin else "infonce",
             precision="bf16" if bf16 else "fp32",
             first_loss=round(losses[0], 4) if losses else 0.0,
             last_loss=round(sum(losses[-10:]) / max(len(losses[-10:]), 1), 4),
@@ -185,6 +195,29 @@ def _loss(model, batch: list[Example], settings: TrainSettings, rng: random.Rand
     d = F.normalize(model(model.tokenize(documents))["sentence_embedding"].float(), dim=-1)
     # Query i's positive is document i; every other document of the batch is one of its negatives.
     return F.cross_entropy(q @ d.T * settings.scale, torch.arange(len(batch)))
+
+
+def _margin_loss(model, batch: list[Example], F, torch):
+    """One step's forward pass with a teacher: margin-MSE (Hofstätter et al., 2020). The tuned model's cosine
+    margins between an example's positive and each of its negatives regress on the teacher's margins, so a
+    negative the teacher rates as good as the positive is not pushed away."""
+    documents: list[str] = []
+    # Per (example, negative): its query's row, where its two texts are, and the teacher's margin.
+    owners, positives, negatives, margins = [], [], [], []
+    for i, e in enumerate(batch):
+        own = len(documents)
+        documents.append(e.positive)
+        for negative, score in zip(e.negatives, e.teacher[1:], strict=True):  # all: each was scored
+            owners.append(i)
+            positives.append(own)
+            negatives.append(len(documents))
+            documents.append(negative)
+            margins.append(e.teacher[0] - score)
+    q = F.normalize(model(model.tokenize([e.query for e in batch]))["sentence_embedding"].float(), dim=-1)
+    d = F.normalize(model(model.tokenize(documents))["sentence_embedding"].float(), dim=-1)
+    q = q[torch.tensor(owners)]
+    student = (q * d[torch.tensor(positives)]).sum(-1) - (q * d[torch.tensor(negatives)]).sum(-1)
+    return F.mse_loss(student, torch.tensor(margins))
 
 
 def _use_bf16(precision: str, torch) -> bool:

@@ -49,6 +49,7 @@ class Pair:
     targets: frozenset[str]
     group: str  # the query's id: pairs of one query are all trained on or all held out
     negatives: tuple[str, ...] = ()
+    teacher: tuple[float, ...] = ()  # a teacher's scores of the positive and each negative (rag/tools/teacher.py)
 
 
 def chunk_key(chunk_id: int) -> str:

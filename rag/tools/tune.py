@@ -6,8 +6,9 @@ The steps, each resumable where it is slow:
 1. pairs: labelled (a BEIR folder's qrels, or a JSONL of query/positive) or cut from the index's chunks
    (rag/tools/pairs.py); a seeded share of the queries is held out and never trained on;
 2. "before": nDCG@10 of the held-out queries against the index as it is;
-3. hard negatives mined from the index, then training within the time budget (rag/models/tuning.py), saved as a
-   sentence-transformers folder under ``<index>/models/``;
+3. hard negatives mined from the index (for cut queries, with a teacher's scores: rag/tools/teacher.py), then
+   training within the time budget (rag/models/tuning.py), saved as a sentence-transformers folder under
+   ``<index>/models/``;
 4. the switch: the stored chunks are re-embedded into the shadow vector set while searches keep the old vectors,
    then swapped in by one transaction, keeping the old set for ``--rollback``. Killed during the re-embed, the
    next `rag tune` finishes it (from the last committed batch) instead of training again;
@@ -26,6 +27,7 @@ from rag.errors import ConfigError
 from rag.models.tuning import Example, TrainProgress, TrainSettings, fine_tune, read_record
 from rag.tools.metrics import ndcg_at_k
 from rag.tools.pairs import Pair, found_keys, load_pairs, split_held_out, synthetic_pairs, with_negatives
+from rag.tools.teacher import with_teacher
 
 if TYPE_CHECKING:
     from ingest.pipeline import Progress as IngestProgress
@@ -39,8 +41,9 @@ SYNTHETIC_QUERIES = 3000  # pairs cut from the chunks when no labels are given
 DEPTH = 30
 
 Progress = Callable[[str, int, int], None]
-# Queries cut from the chunks are not the questions people ask: on SciFact their held-out score rose while the
-# real test queries scored worse (docs/tuning.md), so an unlabelled run says how to check it on real questions.
+# Queries cut from the chunks are not the questions people ask: on SciFact, trained without a teacher, their
+# held-out score rose while the real test queries scored worse (docs/tuning.md), so an unlabelled run says how to
+# check it on real questions.
 SYNTHETIC_CAVEAT = (
     "the held-out queries were cut from your chunks, not asked by people; check the tuned model on real questions "
     "(`rag eval QUESTIONS --embedder`) and `rag tune --rollback` if it does worse"
@@ -120,11 +123,13 @@ def tune(
         progress("scoring before", 0, 1)
     before = held_out_scores(index, held, by_document)
     train = with_negatives(index, train, by_document, progress)
+    if source == "synthetic":  # noisy labels: learn a teacher's margins instead (rag/tools/teacher.py)
+        train = with_teacher(index, train, settings.seed, progress=progress)
     base = index.embedder.source
     built = index.store.meta.get("embedder") or {}
     root = built.get("tuned", {}).get("base") or {"name": base.name, "identity": base.identity}
     folder = _new_folder(index)
-    examples = [Example(p.query, p.positive, p.negatives) for p in train]
+    examples = [Example(p.query, p.positive, p.negatives, p.teacher) for p in train]
     record = {
         "base": root,
         "tuned_from": {"name": base.name, "identity": base.identity},
