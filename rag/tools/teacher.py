@@ -1,15 +1,14 @@
 """Soft labels for unlabelled tuning: how relevant a teacher finds each training text to its query.
 
 A query cut from a chunk is a noisy label: the rest of its chunk is not always the best match for it, and a mined
-"negative" may answer it as well (with the base embedder, about a quarter of SciFact's cut queries score their
-mined negative above their positive). Trained to rank the positive first regardless, the embedder got worse
-on real questions (docs/tuning.md). Instead, as in GPL (Wang et al., 2022), the tuned model learns the teacher's
-margins: score(query, positive) - score(query, negative), wherever the teacher puts them.
+"negative" may answer it as well, often enough that an embedder trained to rank the positive first regardless
+got worse on real questions (docs/tuning.md). Instead, as in GPL (Wang et al., 2022), the tuned model learns the
+teacher's margins, score(query, positive) - score(query, negative), wherever the teacher puts them.
 
 The teacher is the index's own hybrid idea written as one score: the base embedder's cosine plus ``BM25_WEIGHT``
 times BM25 over the index's chunk statistics, divided by the query's total IDF (so it lies between 0 and about 2
-whatever the query's length). BM25 outscores the base embedder on a specialised field's vocabulary (SciFact:
-0.674 against 0.661) and their fusion outscores both, so the margins teach the embedder what BM25 knows there.
+whatever the query's length). On a specialised field's vocabulary BM25 can outscore a general embedder, and
+their fusion outscores both, so the margins teach the embedder what BM25 knows there.
 """
 
 from __future__ import annotations
