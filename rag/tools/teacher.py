@@ -80,10 +80,15 @@ def lexical_statistics(index: Index) -> Lexical:
 
 
 def with_teacher(
-    index: Index, pairs: list[Pair], seed: int, negatives: int = NEGATIVES, progress: Progress | None = None
+    index: Index,
+    pairs: list[Pair],
+    seed: int,
+    negatives: int = NEGATIVES,
+    weight: float = BM25_WEIGHT,
+    progress: Progress | None = None,
 ) -> list[Pair]:
     """The pairs that have mined negatives, each with ``negatives`` of them (a seeded sample) and the teacher's
-    scores of its positive and of each kept negative, in that order."""
+    scores of its positive and of each kept negative, in that order (BM25 counting ``weight``)."""
     rng = random.Random(seed)
     sample = [(p, min(negatives, len(p.negatives))) for p in pairs if p.negatives]
     kept = [replace(p, negatives=tuple(rng.sample(p.negatives, n))) for p, n in sample]
@@ -99,7 +104,7 @@ def with_teacher(
             cosine = vectors[start : start + len(own)] @ query
             start += len(own)
             lexical_scores = [lexical.score(pair.query, t) for t in own]
-            teacher = tuple(float(c) + BM25_WEIGHT * b for c, b in zip(cosine, lexical_scores, strict=True))
+            teacher = tuple(float(c) + weight * b for c, b in zip(cosine, lexical_scores, strict=True))
             scored.append(replace(pair, teacher=teacher))
         if progress:
             progress("teacher scores", len(scored), len(kept))
