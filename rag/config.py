@@ -116,9 +116,29 @@ class Config:
     gen_precision: str = "auto"
     # Tesseract languages for pages without a text layer and for pictures ("eng", "eng+deu"); none turns OCR off.
     ocr_languages: str | None = "eng"
-    # `rag serve`: the bearer token clients must send (none: no key). Only ever from the environment
-    # (RAG_API_KEY): a command line is visible to every user of the machine. Never printed.
+    # `rag serve`: the bearer token clients must send (unset or empty: no key; any other value, "none" too, is
+    # the key). Only ever from the environment (RAG_API_KEY): a command line is visible to every user of the
+    # machine. Never printed.
     api_key: str | None = field(default=None, repr=False)
+    # Ingest parses each file in a worker process under these limits, so a hostile or broken file is skipped
+    # with its reason (too-large, too-slow, too-deep, too-many-rows, ...) and never exhausts the machine
+    # (docs/formats.md). Worker processes parse ahead while the previous batch embeds; 0 parses in this process,
+    # without the memory and time limits (for trusted folders only).
+    parse_workers: int = 1
+    # Address space of a parser process, in MB.
+    parse_memory_mb: int = 1536
+    # Wall-clock seconds one file may take to parse (OCR included); its CPU time is capped at the same.
+    parse_seconds: int = 300
+    # What a zip-based file (docx, pptx, xlsx, odt, ods, epub) may inflate to, in MB, and how much more than
+    # its compressed size one member may be (a zip bomb's XML part inflates a thousandfold).
+    max_unzipped_mb: int = 512
+    max_zip_ratio: int = 100
+    # Pages of a PDF, slides of a deck, frames of a picture (a multi-page TIFF) read from one file.
+    max_pages: int = 2000
+    # Rows read from one spreadsheet (all its sheets).
+    max_rows: int = 200_000
+    # How deep mail nests: forwarded messages and attached .eml files inside each other.
+    max_depth: int = 3
 
     @classmethod
     def load(cls, **overrides: Any) -> Config:
@@ -176,10 +196,14 @@ class Config:
                 f"candidates={self.candidates} and rerank_candidates={self.rerank_candidates} must be at least 1"
             )
         check_mmr(self.mmr)
-        if self.store is not None and not re.match(r"postgresql(\+psycopg)?://", self.store):
-            raise ConfigError(
-                f"store {redact_url(self.store)!r}: use a postgresql://USER@HOST:PORT/DATABASE URL, or none for SQLite"
-            )
+        if self.store is not None:
+            check_store_url(self.store)
+        limits = ("parse_memory_mb", "parse_seconds", "max_unzipped_mb", "max_zip_ratio", "max_pages", "max_rows", "max_depth")
+        for name in limits:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}={getattr(self, name)} must be at least 1")
+        if self.parse_workers < 0:
+            raise ConfigError(f"parse_workers={self.parse_workers} must be >= 0 (0 parses in this process)")
         if self.ocr_languages is not None and not re.fullmatch(r"[A-Za-z_]+(\+[A-Za-z_]+)*", self.ocr_languages):
             raise ConfigError(
                 f"ocr_languages={self.ocr_languages!r} is not a Tesseract language list such as 'eng' or 'eng+deu'"
@@ -193,13 +217,44 @@ class Config:
 
 
 def redact_url(url: str) -> str:
-    """``url`` without the password it may carry (``user:secret@host`` -> ``user:***@host``)."""
-    return re.sub(r"(//[^/@:]*:)[^/@]*@", r"\1***@", url)
+    """``url`` as it may be printed or logged: without the password it may carry (``user:***@host``), parsed as
+    SQLAlchemy parses it. An unescaped ``@`` in the password counts as part of it, not of the host; a URL that
+    does not parse shows nothing between its scheme and the last ``@``."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        parsed = make_url(url)
+    except Exception:  # ArgumentError, or ValueError for a port that is not a number
+        scheme, sep, rest = url.partition("://")
+        return f"{scheme}{sep}***@{rest.rpartition('@')[2]}" if "@" in rest else url
+    if parsed.host and "@" in parsed.host:
+        secret, _, host = parsed.host.rpartition("@")
+        parsed = parsed.set(password=f"{parsed.password or ''}@{secret}", host=host)
+    return parsed.render_as_string(hide_password=True)
+
+
+def check_store_url(url: str) -> None:
+    """:class:`ConfigError` (the URL shown redacted) unless ``url`` is a PostgreSQL URL SQLAlchemy can use."""
+    from sqlalchemy.engine import make_url
+
+    shown = redact_url(url)
+    if not re.match(r"postgresql(\+psycopg)?://", url):
+        raise ConfigError(f"store {shown!r}: use a postgresql://USER@HOST:PORT/DATABASE URL, or none for SQLite")
+    try:
+        parsed = make_url(url)
+    except ValueError:
+        raise ConfigError(f"store {shown!r}: the port is not a number; use postgresql://USER@HOST:PORT/DB") from None
+    except Exception as e:
+        raise ConfigError(f"store {shown!r}: not a database URL ({type(e).__name__})") from None
+    if parsed.host and "@" in parsed.host:
+        raise ConfigError(f"store {shown!r}: the password holds '@'; write it percent-encoded (%40)")
 
 
 def _coerce(name: str, value: Any, type_name: Any, source: str) -> Any:
     # Field types are strings under `from __future__ import annotations`.
     kind = str(type_name)
+    if name == "api_key":  # a key is whatever it says; only nothing at all means none
+        return value or None
     if kind.endswith(" | None"):
         if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none")):
             return None

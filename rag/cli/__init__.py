@@ -8,12 +8,24 @@ from __future__ import annotations
 import os
 import sys
 
+from rag.cli.output import is_text
 from rag.cli.parser import build_parser
+
+
+# Arguments that are text (a query, a model name, a URL); a file name may be any bytes, these may not.
+TEXT_ARGUMENTS = ("query", "question", "store", "embed_model", "gen_model", "answer_mode", "path", "since", "host")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    for name in TEXT_ARGUMENTS:
+        value = getattr(args, name, None)
+        if isinstance(value, str) and not is_text(value):
+            # Python hands undecodable bytes over as lone surrogates, which no tokenizer or database takes.
+            shown = value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+            flag = name if name in ("query", "question") else "--" + name.replace("_", "-")
+            parser.error(f"{flag} '{shown}' is not valid UTF-8 text; give it in UTF-8")
     for name in ("index", "store", "embed_model", "gen_model"):
         if not hasattr(args, name):
             setattr(args, name, None)

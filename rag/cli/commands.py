@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import errno
+import io
 import json
 import sys
 import time
@@ -14,6 +16,7 @@ from rag.cli.output import (
     ProgressLine,
     clean,
     dump,
+    is_text,
     print_eval,
     print_report,
     print_support,
@@ -385,10 +388,13 @@ def _cmd_reindex(args: argparse.Namespace) -> int:
 
 def _cmd_chat(args: argparse.Namespace) -> int:
     from rag.conversation import Conversation
+    from rag.errors import ConfigError
 
     config = _config(args, retrieval=args.retrieval, reranker=args.reranker, mmr=args.mmr, answer_mode=args.answer_mode)
     filters = _filters(args)
     interactive = sys.stdin.isatty()
+    if isinstance(sys.stdin, io.TextIOWrapper):  # an undecodable line is refused alone, not the end of the chat
+        sys.stdin.reconfigure(errors="surrogateescape")
     if interactive:
         import readline  # noqa: F401  (input() then keeps a history the arrow keys recall)
     with _open(config) as index:
@@ -398,6 +404,7 @@ def _cmd_chat(args: argparse.Namespace) -> int:
                 f"conversation {chat.id} ({len(chat.turns)} turns so far; Ctrl-D leaves, Ctrl-C cancels an answer)",
                 file=sys.stderr,
             )
+        refused = 0
         while True:
             try:
                 question = input("> " if interactive else "").strip()
@@ -410,9 +417,15 @@ def _cmd_chat(args: argparse.Namespace) -> int:
                 continue
             streaming = interactive and not args.json and sys.stdout.isatty()
             try:
+                if not is_text(question):
+                    raise ConfigError("this line is not valid UTF-8 text; ask in UTF-8")
                 answer = chat.ask(question, k=args.k, filters=filters, on_token=_echo if streaming else None)
             except KeyboardInterrupt:
                 print("\n(cancelled)", file=sys.stderr)
+                continue
+            except ConfigError as e:  # one bad question (too long, no words): say so, and go on to the next
+                refused += 1
+                print(f"rag chat: {e}", file=sys.stderr)
                 continue
             if args.json:
                 continue
@@ -430,7 +443,7 @@ def _cmd_chat(args: argparse.Namespace) -> int:
         dump(chat.as_dict())
     elif not args.quiet and interactive:
         print(f"resume with: rag chat --continue {chat.id}", file=sys.stderr)
-    return 0
+    return 1 if refused and not interactive else 0
 
 
 def _echo(piece: str) -> None:
@@ -462,29 +475,48 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             raise ConfigError(f"--allow-root {root} is not a folder; give an existing folder")
     import socket
 
+    # Bound before the models load: a wrong --host or a taken port is said at once, not after 30 s.
+    family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((args.host, args.port))
+    except OSError as e:
+        sock.close()
+        hint = "choose another --port" if e.errno == errno.EADDRINUSE else "give an address of this machine as --host"
+        raise ConfigError(f"cannot listen on {args.host}:{args.port} ({e.strerror or e}); {hint}") from None
+    except (OverflowError, socket.gaierror, UnicodeError) as e:
+        sock.close()
+        raise ConfigError(f"--host {args.host} --port {args.port}: {e}; give an address of this machine") from None
+
     import uvicorn
 
     from rag.server.app import create_app
+    from rag.server.guard import MAX_CONNECTIONS, TimelyProtocol, allowed_hosts
 
-    with _open(config) as index:
+    with sock, _open(config) as index:
         if not args.quiet:
             print("rag serve: loading the models...", file=sys.stderr)
         index.warm()
-        app = create_app(index, api_key=api_key, allow_roots=[Path(r) for r in args.allow_root])
-        family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((args.host, args.port))
-        except OSError as e:
-            raise ConfigError(
-                f"cannot listen on {args.host}:{args.port} ({e.strerror}); choose another --port"
-            ) from None
+        hosts = allowed_hosts(args.host, args.allow_host)
+        app = create_app(index, api_key=api_key, allow_roots=[Path(r) for r in args.allow_root], hosts=hosts)
         port = sock.getsockname()[1]
         if not args.quiet:
-            print(f"rag serve: http://{args.host}:{port}/ (Ctrl-C stops)", file=sys.stderr, flush=True)
-        uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False)).run(sockets=[sock])
+            print(f"rag serve: http://{_url_host(args.host)}:{port}/ (Ctrl-C stops)", file=sys.stderr, flush=True)
+        settings = uvicorn.Config(
+            app,
+            log_level="warning",
+            access_log=False,
+            http=TimelyProtocol,
+            limit_concurrency=MAX_CONNECTIONS,
+            timeout_keep_alive=5,
+        )
+        uvicorn.Server(settings).run(sockets=[sock])
     return 0
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
 
 
 # --- status / config ------------------------------------------------------------------------------------------

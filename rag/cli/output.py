@@ -36,6 +36,15 @@ def show(path: str) -> str:
     return clean(path, lines=False)
 
 
+def is_text(value: str) -> bool:
+    """True unless ``value`` holds lone surrogates (undecodable bytes of the command line or a pipe)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def dump(data: Any) -> None:
     json.dump(data, sys.stdout, indent=2, ensure_ascii=False, default=str)
     sys.stdout.write("\n")

@@ -299,6 +299,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="a folder under which POST /v1/ingest may index (repeatable; default: ingest refused)",
     )
     sv.add_argument(
+        "--allow-host",
+        action="append",
+        metavar="NAME",
+        default=[],
+        help="a host name requests may address besides localhost and --host (repeatable; others get 421)",
+    )
+    sv.add_argument(
         "--insecure", action="store_true", help="allow a non-loopback --host without RAG_API_KEY (anyone may ask)"
     )
 

@@ -66,6 +66,8 @@ class Decoding:
             raise bad("repetition-penalty", "must be > 0 (1.0 is none)")
         if self.no_repeat_ngram_size < 0:
             raise bad("no-repeat-ngram-size", "must be >= 0")
+        if self.seed is not None and not 0 <= self.seed < 2**63:
+            raise bad("seed", f"{self.seed} is out of range; give a whole number from 0 to {2**63 - 1}")
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

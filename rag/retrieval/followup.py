@@ -20,6 +20,9 @@ _REFERS = re.compile(
 SHORT_WORDS = 4
 # Questions searched together at most: the current one and the ones it follows.
 CONTEXT_TURNS = 3
+# The earlier questions add at most this many characters: a long message before ("here is my draft: ...") must
+# not make a short follow-up too long to search.
+CONTEXT_CHARS = 1000
 
 
 def refers_back(question: str) -> bool:
@@ -30,12 +33,17 @@ def refers_back(question: str) -> bool:
 def conversation_query(question: str, earlier: Sequence[str]) -> str:
     """What to search for ``question`` after the conversation's ``earlier`` questions (oldest first): the
     question alone when it stands alone; else followed by the question before it, and by the one before that
-    while each refers back in turn, at most :data:`CONTEXT_TURNS` questions in all."""
+    while each refers back in turn, at most :data:`CONTEXT_TURNS` questions and :data:`CONTEXT_CHARS` characters
+    of them (a long one is cut at a word)."""
     if not earlier or not refers_back(question):
         return question
     context: list[str] = []
+    room = CONTEXT_CHARS
     for before in reversed(earlier):
+        if len(before) > room:
+            before = before[:room].rsplit(None, 1)[0] if " " in before[:room] else before[:room]
+        room -= len(before) + 1
         context.append(before)
-        if len(context) >= CONTEXT_TURNS - 1 or not refers_back(before):
+        if len(context) >= CONTEXT_TURNS - 1 or not refers_back(before) or room <= 0:
             break
     return " ".join([question, *context])

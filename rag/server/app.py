@@ -28,7 +28,6 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rag.answer.pipeline import AnswerStream
 from rag.api import Index
@@ -42,6 +41,7 @@ from rag.errors import (
 )
 from rag.models.decoding import Decoding
 from rag.retrieval.followup import conversation_query
+from rag.server.guard import Guard, allowed_hosts
 from rag.server.schemas import ChatRequest, IngestRequest, SearchRequest
 from rag.types import Answer, Filters
 
@@ -97,12 +97,19 @@ class _Server:
         return [self.index.config.gen_model, MODEL_ALIAS]
 
 
-def create_app(index: Index, *, api_key: str | None = None, allow_roots: list[Path] | None = None) -> FastAPI:
+def create_app(
+    index: Index,
+    *,
+    api_key: str | None = None,
+    allow_roots: list[Path] | None = None,
+    hosts: frozenset[str] | None = None,
+) -> FastAPI:
     """The ASGI app serving ``index``. ``api_key``: required as a bearer token on every route but ``/`` and
-    ``/healthz``. ``allow_roots``: folders under which ``POST /v1/ingest`` may index (none: ingest refused)."""
+    ``/healthz``. ``allow_roots``: folders under which ``POST /v1/ingest`` may index (none: ingest refused).
+    ``hosts``: the names requests may address (default: the loopback names; see :func:`allowed_hosts`)."""
     server = _Server(index, api_key or None, [Path(r).resolve() for r in allow_roots or []])
     app = FastAPI(title="rag", docs_url=None, redoc_url=None, openapi_url=None)
-    app.add_middleware(_BodyLimit, limit=MAX_BODY_BYTES)
+    app.add_middleware(Guard, hosts=hosts or allowed_hosts("127.0.0.1"), limit=MAX_BODY_BYTES)
     _errors(app)
     authorized = _authorization(server)
 
@@ -192,7 +199,12 @@ def _decoding(body: ChatRequest) -> Decoding:
 
 
 def _allowed(server: _Server, folder: str) -> Path:
-    path = Path(folder).expanduser().resolve()
+    try:
+        path = Path(folder).expanduser().resolve()
+        path.is_dir()  # a name too long for the file system raises here
+    except (OSError, ValueError, RuntimeError) as e:  # a NUL byte, an over-long name, a symlink loop
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise ApiError(400, f"folder: not a usable path ({reason}); give a folder under an allowed root", "bad_path")
     if not any(path == root or path.is_relative_to(root) for root in server.allow_roots):
         roots = ", ".join(map(str, server.allow_roots)) or "none (start the server with --allow-root DIR)"
         raise ApiError(403, f"{folder} is not under an allowed root; allowed: {roots}", "forbidden")
@@ -394,47 +406,14 @@ def _errors(app: FastAPI) -> None:
 
 
 def _authorization(server: _Server) -> Callable[[Request], None]:
-    expected = f"Bearer {server.api_key}".encode() if server.api_key else None
+    expected = server.api_key.encode() if server.api_key else None
 
     def authorized(request: Request) -> None:
         if expected is None:
             return
-        given = request.headers.get("authorization", "").encode()
+        scheme, _, token = request.headers.get("authorization", "").strip().partition(" ")
+        given = token.strip().encode("utf-8", "replace") if scheme.lower() == "bearer" else b""
         if not hmac.compare_digest(given, expected):  # constant time: the key is not guessed byte by byte
             raise ApiError(401, "missing or wrong API key; send Authorization: Bearer <RAG_API_KEY>", "invalid_api_key")
 
     return authorized
-
-
-class _BodyLimit:
-    """Refuse request bodies over ``limit`` bytes with 413: by Content-Length before reading, or (a chunked body)
-    as the bytes arrive."""
-
-    def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app, self.limit = app, limit
-
-    def _message(self) -> str:
-        return f"the request body is over {self.limit:,} bytes; send less"
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            body = json.dumps(_error_body(413, self._message(), "too_large")).encode()
-            headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-            await send({"type": "http.response.start", "status": 413, "headers": headers})
-            await send({"type": "http.response.body", "body": body})
-            return
-        seen = 0
-
-        async def counted() -> Message:
-            nonlocal seen
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.limit:  # an HTTPException passes through the body parsing as it is: a JSON 413
-                raise HTTPException(413, self._message())
-            return message
-
-        await self.app(scope, counted, send)
