@@ -9,16 +9,20 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ingest.chunking import Chunker
-from ingest.loaders import MAX_FILE_BYTES, LoadedDocument, kind_of, load
+from ingest.limits import Limits, setting
+from ingest.loaders import MAX_FILE_BYTES, LoadedDocument, kind_of
 from ingest.ocr import Ocr
 from ingest.records import Chunk, DocumentInfo, SkipFile, SkippedFile
+from ingest.sandbox import Parsed, Parser
 from ingest.walk import Listing, check, list_folder, read
 
 if TYPE_CHECKING:
@@ -113,6 +117,18 @@ class _Pending:
     move: bool = False  # ... which is gone from disk: take its rows over instead of copying them
 
 
+@dataclass
+class _Parsing:
+    """A file handed to the parser, waiting for its document."""
+
+    key: str
+    future: Future[Parsed]
+    digest: str
+    size: int
+    mtime: float
+    existed: bool
+
+
 def sync(
     folder: Path,
     store: Catalog,
@@ -123,6 +139,8 @@ def sync(
     ocr: Ocr | None = None,
     progress: Callable[[Progress], None] | None = None,
     cancelled: Callable[[], bool] | None = None,
+    limits: Limits | None = None,
+    workers: int = 1,
 ) -> IngestReport:
     """Bring the index in line with ``folder``: add new files, replace changed ones, drop vanished ones.
 
@@ -132,9 +150,27 @@ def sync(
     An e-mail's supported attachments are documents of their own, at ``<mail path>/<attachment name>``; they
     live and go with the message.
 
+    Files are parsed by ``workers`` processes under ``limits`` (ingest.sandbox), a few files ahead of the
+    batch being embedded; ``workers=0`` parses in this process.
+
     ``cancelled`` is asked after each committed batch; when it says True the run stops there (nothing is
     removed: the walk is unfinished) and the report says ``interrupted``.
     """
+    limits = limits or Limits()
+    with Parser(limits, ocr, workers) as parser:
+        return _sync(folder, store, chunker, embed, parser, delete, progress, cancelled)
+
+
+def _sync(
+    folder: Path,
+    store: Catalog,
+    chunker: Chunker,
+    embed: Embed,
+    parser: Parser,
+    delete: bool,
+    progress: Callable[[Progress], None] | None,
+    cancelled: Callable[[], bool] | None,
+) -> IngestReport:
     started = time.monotonic()
     folder = folder.resolve()
     report = IngestReport(folder=str(folder))
@@ -153,22 +189,35 @@ def sync(
         if progress:
             progress(Progress(done, len(files), report.chunks_embedded, time.monotonic() - started, path))
 
-    current = ""  # the file being read, for OCR's page-by-page progress
-    if ocr is not None:  # this run's counters and progress hook, not the caller's
-        ocr = replace(ocr, pages=0, cached=0, seconds=0.0, on_page=None)
-        if progress is not None:
-            ocr.on_page = lambda page, pages: tick(f"{current} (OCR page {min(page + 1, pages)}/{pages})")
+    inflight: deque[_Parsing] = deque()  # parsing while the batch before is embedded, oldest first
+    ahead = max(1, parser.workers) + 1
+
+    def count_ocr(parsed: Parsed) -> None:
+        report.ocr_pages += parsed.ocr_pages
+        report.ocr_cached += parsed.ocr_cached
+        report.ocr_seconds += parsed.ocr_seconds
+
+    def parsed(key: str, future: Future[Parsed]) -> tuple[LoadedDocument, list[Chunk]]:
+        result = parser.result(future)
+        count_ocr(result)
+        return result.document, _chunks(result.document, chunker)
 
     def keep_attachments(key: str) -> None:
         """The attachments stored for a message that is not read again stay (they go with the message)."""
         seen.update(d.path for d in store.documents(under=key))
 
-    def add_attachments(key: str, doc: LoadedDocument, mtime: float) -> None:
+    def add_attachments(key: str, doc: LoadedDocument, mtime: float, depth: int = 1) -> None:
+        """The supported attachments of ``doc`` as documents of their own, and theirs (an attached message's),
+        down to the depth limit."""
+        report.skipped.extend(replace(d, path=f"{key}/{d.path}") for d in doc.dropped)
         for item in doc.attachments:
             child = f"{key}/{item.name}"
             seen.add(child)
             try:
-                child_doc, chunks = _read(Path(item.name), item.data, chunker, ocr)
+                if depth >= parser.limits.depth and kind_of(Path(item.name)) == "email":
+                    detail = f"a message nested {depth + 1} deep > {parser.limits.depth}"
+                    raise SkipFile("too-deep", f"{detail} ({setting('depth')} raises it)")
+                child_doc, chunks = parsed(child, parser.submit(Path(item.name), item.data))
             except SkipFile as e:
                 report.skipped.append(SkippedFile(child, e.reason, e.detail))
                 continue
@@ -177,6 +226,7 @@ def sync(
                 child, digest, len(item.data), mtime, child_doc.kind, child_doc.title, child_doc.encoding, settings_key
             )  # fmt: skip
             pending.append(_Pending(info, chunks, store.document(child) is not None))
+            add_attachments(child, child_doc, mtime, depth + 1)
 
     def embed_all(texts: list[str]) -> np.ndarray:
         import numpy as np
@@ -234,6 +284,36 @@ def sync(
             return _Pending(other, [], False, other.path, move=gone)
         return None
 
+    def batch_full() -> bool:
+        return len(pending) >= BATCH_FILES or sum(len(p.chunks) for p in pending if not p.reuse_from) >= BATCH_CHUNKS
+
+    def commit_if_full() -> bool:
+        """Commit the batch when it is full; True when the caller asked to stop after it."""
+        if not batch_full():
+            return False
+        flush()
+        return cancelled is not None and cancelled()
+
+    def settle(room: int) -> bool:
+        """Take parsed files in order until at most ``room`` are still parsing; True when asked to stop."""
+        while len(inflight) > room:
+            job = inflight.popleft()
+            try:
+                doc, chunks = parsed(job.key, job.future)
+            except SkipFile as e:
+                # What was indexed for this file before stays: a file that became unreadable keeps its old text.
+                report.skipped.append(SkippedFile(job.key, e.reason, e.detail))
+                keep_attachments(job.key)
+                continue
+            info = DocumentInfo(
+                job.key, job.digest, job.size, job.mtime, doc.kind, doc.title, doc.encoding, settings_key
+            )
+            pending.append(_Pending(info, chunks, job.existed))
+            add_attachments(job.key, doc, job.mtime)
+            if commit_if_full():
+                return True
+        return False
+
     for path in files:
         report.files_seen += 1
         key = str(path)
@@ -244,7 +324,7 @@ def sync(
             st = check(path, folder)
         except SkipFile as e:
             report.skipped.append(SkippedFile(key, e.reason, e.detail))
-            if e.reason == "outside-folder":
+            if e.reason == "outside-folder" and store.document(key) is not None:
                 outside.append(key)
             continue
         if (kind := kind_of(path)) is None:
@@ -275,23 +355,18 @@ def sync(
         if kind != "email" and (found := twin(digest, key)) is not None:
             info = replace(found.info, path=key, size=st.st_size, mtime=st.st_mtime)
             pending.append(replace(found, info=info, existed=old is not None))
+            stop = commit_if_full()
         else:
-            current = key
-            try:
-                doc, chunks = _read(path, data, chunker, ocr)
-            except SkipFile as e:
-                # What was indexed for this file before stays: a file that became unreadable keeps its old text.
-                report.skipped.append(SkippedFile(key, e.reason, e.detail))
-                keep_attachments(key)
-                continue
-            info = DocumentInfo(key, digest, st.st_size, st.st_mtime, doc.kind, doc.title, doc.encoding, settings_key)
-            pending.append(_Pending(info, chunks, old is not None))
-            add_attachments(key, doc, st.st_mtime)
-        if len(pending) >= BATCH_FILES or sum(len(p.chunks) for p in pending if not p.reuse_from) >= BATCH_CHUNKS:
-            flush()
-            if cancelled is not None and cancelled():
-                report.interrupted = True
-                break
+            future = parser.submit(path, data)
+            inflight.append(_Parsing(key, future, digest, st.st_size, st.st_mtime, old is not None))
+            stop = settle(ahead)
+        if stop:
+            report.interrupted = True
+            break
+    if not report.interrupted and settle(0):
+        report.interrupted = True
+    for job in inflight:  # stopped early: what is still parsing is not needed
+        job.future.cancel()
     flush()
 
     if delete and not report.interrupted:
@@ -302,24 +377,19 @@ def sync(
                     report.chunks_removed += tx.remove_document(path_str)
             report.removed = len(gone)
     tick()
-    if ocr is not None:
-        report.ocr_pages, report.ocr_cached, report.ocr_seconds = ocr.pages, ocr.cached, ocr.seconds
     report.seconds = time.monotonic() - started
     return report
 
 
-def _read(path: Path, data: bytes, chunker: Chunker, ocr: Ocr | None) -> tuple[LoadedDocument, list[Chunk]]:
-    """The document in ``data`` and its chunks; :class:`SkipFile` for anything that cannot be indexed."""
+def _chunks(doc: LoadedDocument, chunker: Chunker) -> list[Chunk]:
+    """The chunks of ``doc``; :class:`SkipFile` when there are none, or the splitter fails on it."""
     try:
-        doc = load(path, data, ocr=ocr)
         chunks = chunker.split(doc)
-    except SkipFile:
-        raise
-    except Exception as e:  # a parser bug on one odd file must not end the run for all the others
+    except Exception as e:  # a splitter bug on one odd file must not end the run for all the others
         raise SkipFile("error", f"{type(e).__name__}: {e}"[:200]) from None
     if not chunks:
         raise SkipFile("empty", "no chunks")
-    return doc, chunks
+    return chunks
 
 
 def _inside_file(path: str) -> bool:

@@ -72,3 +72,6 @@ class SkipFile(Exception):
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
         self.detail = detail
+
+    def __reduce__(self) -> tuple[type[SkipFile], tuple[str, str]]:  # raised in a parser process, re-raised here
+        return SkipFile, (self.reason, self.detail)

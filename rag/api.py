@@ -163,6 +163,8 @@ class Index:
                 ocr=indexing.ocr(self.store, self.config),
                 progress=progress,
                 cancelled=cancelled,
+                limits=indexing.parse_limits(self.config),
+                workers=self.config.parse_workers,
             )
             report.reembedded = reembedded
             if self.store.dim is not None:

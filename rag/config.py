@@ -133,8 +133,9 @@ class Config:
     # its compressed size one member may be (a zip bomb's XML part inflates a thousandfold).
     max_unzipped_mb: int = 512
     max_zip_ratio: int = 100
-    # Pages of a PDF, slides of a deck, frames of a picture (a multi-page TIFF) read from one file.
+    # Pages of one PDF, and frames of one picture (a multi-page TIFF, each frame read by OCR).
     max_pages: int = 2000
+    max_frames: int = 200
     # Rows read from one spreadsheet (all its sheets).
     max_rows: int = 200_000
     # How deep mail nests: forwarded messages and attached .eml files inside each other.
@@ -198,7 +199,15 @@ class Config:
         check_mmr(self.mmr)
         if self.store is not None:
             check_store_url(self.store)
-        limits = ("parse_memory_mb", "parse_seconds", "max_unzipped_mb", "max_zip_ratio", "max_pages", "max_rows", "max_depth")
+        limits = (
+            "parse_memory_mb",
+            "parse_seconds",
+            "max_unzipped_mb",
+            "max_zip_ratio",
+            "max_pages",
+            "max_rows",
+            "max_depth",
+        )
         for name in limits:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)} must be at least 1")

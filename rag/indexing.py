@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ingest.chunking import Chunker, ChunkerSettings
+from ingest.limits import Limits
 from ingest.ocr import Ocr
 from ingest.pipeline import BATCH_CHUNKS, Progress
 from rag.config import BUNDLED_GENERATOR, Config
@@ -98,6 +99,20 @@ def chunker(config: Config, embedder: Embedder) -> Chunker:
             f"({settings.max_tokens}); use {settings.max_tokens} or less"
         )
     return Chunker(settings, embedder.tokenize)
+
+
+def parse_limits(config: Config) -> Limits:
+    """What one file may cost to parse, from the settings."""
+    return Limits(
+        memory_mb=config.parse_memory_mb,
+        seconds=config.parse_seconds,
+        unzipped_mb=config.max_unzipped_mb,
+        zip_ratio=config.max_zip_ratio,
+        pages=config.max_pages,
+        frames=config.max_frames,
+        rows=config.max_rows,
+        depth=config.max_depth,
+    )
 
 
 def ocr(store: Store, config: Config) -> Ocr | None:

@@ -59,6 +59,11 @@ def start_server(index_dir: Path, env: dict[str, str], *extra: str) -> tuple[sub
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory, sample_index: Index, cache_dir: Path) -> Iterator[Served]:
+    yield from serve_sample(tmp_path_factory, sample_index, cache_dir)
+
+
+def serve_sample(tmp_path_factory: pytest.TempPathFactory, sample_index: Index, cache_dir: Path) -> Iterator[Served]:
+    """A server over a copy of the sample index, with the API key and one allowed ingest root; stopped after."""
     tmp = tmp_path_factory.mktemp("served")
     index_dir = tmp / "index"
     shutil.copytree(sample_index.store.directory, index_dir)

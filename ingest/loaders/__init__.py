@@ -10,7 +10,9 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
+from ingest.limits import Limits
 from ingest.loaders.document import MAX_FILE_BYTES, MAX_TEXT_CHARS, Attachment, LoadedDocument, Section
+from ingest.loaders.zipped import check_zip
 from ingest.ocr import Ocr
 from ingest.records import SkipFile
 from ingest.walk import read
@@ -99,6 +101,10 @@ _READERS: dict[str, tuple[str, str]] = {
     ".csv": ("sheets", "load_csv"),
     ".tsv": ("sheets", "load_tsv"),
 }
+# Modules whose readers take the limits too (rows of a sheet, messages nested in messages).
+_LIMITED = {"sheets", "mail"}
+# Formats that are zip archives of XML: their declared sizes are checked before a library inflates anything.
+_ZIPPED = {".docx", ".pptx", ".xlsx", ".xlsm", ".odt", ".ods", ".epub"}
 
 
 def kind_of(path: Path) -> str | None:
@@ -107,12 +113,16 @@ def kind_of(path: Path) -> str | None:
     return _KIND_OF.get(ext) or ("code" if ext in CODE else None)
 
 
-def load(path: Path, data: bytes | None = None, *, ocr: Ocr | None = None) -> LoadedDocument:
+def load(
+    path: Path, data: bytes | None = None, *, ocr: Ocr | None = None, limits: Limits | None = None
+) -> LoadedDocument:
     """Read ``path`` (or parse ``data``, its bytes, when the caller already has them).
 
-    Pages without a text layer and pictures are read with ``ocr`` (skipped without it). Raises
-    :class:`SkipFile` with a reason for anything that cannot be indexed.
+    Pages without a text layer and pictures are read with ``ocr`` (skipped without it). What a file may
+    inflate to is bounded by ``limits`` (ingest.sandbox also bounds memory and time). Raises :class:`SkipFile`
+    with a reason for anything that cannot be indexed.
     """
+    limits = limits or Limits()
     kind = kind_of(path)
     if kind is None:
         raise SkipFile("unsupported", f"no loader for {path.suffix or 'files without extension'}")
@@ -122,7 +132,9 @@ def load(path: Path, data: bytes | None = None, *, ocr: Ocr | None = None) -> Lo
         raise SkipFile("too-large", f"{len(data)} bytes > {MAX_FILE_BYTES}")
     if not data:
         raise SkipFile("empty")
-    doc = _read(kind, path.suffix.lower(), data, ocr)
+    if path.suffix.lower() in _ZIPPED:
+        check_zip(data, limits)
+    doc = _read(kind, path.suffix.lower(), data, ocr, limits)
     if len(doc.text) > MAX_TEXT_CHARS:
         raise SkipFile("too-much-text", f"more than {MAX_TEXT_CHARS:,} characters of text")
     if not doc.text.strip():
@@ -134,19 +146,20 @@ def load(path: Path, data: bytes | None = None, *, ocr: Ocr | None = None) -> Lo
     return doc
 
 
-def _read(kind: str, ext: str, data: bytes, ocr: Ocr | None) -> LoadedDocument:
+def _read(kind: str, ext: str, data: bytes, ocr: Ocr | None, limits: Limits) -> LoadedDocument:
     """Parse ``data`` with the loader of its format (its module imported now: `rag --help` never pays for it)."""
     if kind == "pdf":
         from ingest.loaders.pdf import load_pdf
 
-        return load_pdf(data, ocr)
+        return load_pdf(data, ocr, limits)
     if kind == "image":
         from ingest.loaders.images import load_image
 
-        return load_image(data, ocr)
+        return load_image(data, ocr, limits)
     if ext in _READERS:
         module, function = _READERS[ext]
-        return getattr(importlib.import_module(f"ingest.loaders.{module}"), function)(data)
+        reader = getattr(importlib.import_module(f"ingest.loaders.{module}"), function)
+        return reader(data, limits) if module in _LIMITED else reader(data)
     from ingest.loaders import text as plain
 
     decoded, encoding = plain.decode_text(data)

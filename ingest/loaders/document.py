@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from ingest.records import SkipFile
+from ingest.records import SkipFile, SkippedFile
 
 # Files larger than this are skipped rather than read whole into memory.
 MAX_FILE_BYTES = 64 * 1024 * 1024
@@ -49,6 +49,8 @@ class LoadedDocument:
     language: str | None = None  # for code: a langchain Language value
     sections: list[Section] = field(default_factory=list)
     attachments: list[Attachment] = field(default_factory=list)
+    # Parts left out (a message nested past the depth limit), reported under ``<file>/<part path>``.
+    dropped: list[SkippedFile] = field(default_factory=list)
 
 
 class TextBuilder:
@@ -104,10 +106,17 @@ class TextBuilder:
         self._length += len(s)
 
     def document(
-        self, kind: str, title: str | None = None, attachments: list[Attachment] | None = None
+        self,
+        kind: str,
+        title: str | None = None,
+        attachments: list[Attachment] | None = None,
+        dropped: list[SkippedFile] | None = None,
     ) -> LoadedDocument:
         text = "".join(self._parts)
-        return LoadedDocument(text, kind, title=title, sections=list(self._sections), attachments=attachments or [])
+        sections = list(self._sections)
+        return LoadedDocument(
+            text, kind, title, sections=sections, attachments=attachments or [], dropped=dropped or []
+        )
 
 
 @contextmanager

@@ -8,6 +8,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ingest.limits import Limits, setting
 from ingest.loaders.document import LoadedDocument, TextBuilder
 from ingest.loaders.tables import clean_rows, row_blocks, rows_label
 from ingest.ocr import DPI, Ocr
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
 MAX_RENDER_SIDE = 6000
 
 
-def load_pdf(data: bytes, ocr: Ocr | None = None) -> LoadedDocument:
+def load_pdf(data: bytes, ocr: Ocr | None = None, limits: Limits | None = None) -> LoadedDocument:
     """Each page is a section; a page without a text layer is read by OCR when ``ocr`` is given."""
     from pypdf import PdfReader
     from pypdf.errors import FileNotDecryptedError
@@ -32,6 +33,9 @@ def load_pdf(data: bytes, ocr: Ocr | None = None) -> LoadedDocument:
         reader = PdfReader(io.BytesIO(data))
         if reader.is_encrypted and not reader.decrypt(""):
             raise SkipFile("pdf-encrypted", "password-protected")
+        pages = len(reader.pages)
+        if limits is not None and pages > limits.pages:
+            raise SkipFile("too-many-pages", f"{pages:,} pages > {limits.pages:,} ({setting('pages')} raises it)")
         texts = [(page.extract_text() or "").replace("\r\n", "\n").replace("\x00", "") for page in reader.pages]
         title = (reader.metadata.title if reader.metadata else None) or None
     except SkipFile:

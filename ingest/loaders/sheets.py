@@ -7,6 +7,7 @@ import csv
 import io
 from collections.abc import Iterable, Sequence
 
+from ingest.limits import Limits, setting
 from ingest.loaders.document import LoadedDocument, TextBuilder, parsing
 from ingest.loaders.opendocument import cell_texts
 from ingest.loaders.tables import MAX_COLUMNS, clean_rows, row_blocks, rows_label
@@ -19,16 +20,26 @@ Rows = Iterable[tuple[int, Sequence[object]]]  # (row number as the sheet shows 
 MAX_REPEAT = 1000
 
 
-def _sheets_document(sheets: Iterable[tuple[str | None, Rows]]) -> LoadedDocument:
+def _sheets_document(sheets: Iterable[tuple[str | None, Rows]], limits: Limits) -> LoadedDocument:
     builder = TextBuilder()
+    read = 0
+
+    def counted(rows: Rows) -> Rows:
+        nonlocal read
+        for row in rows:
+            read += 1
+            if read > limits.rows:
+                raise SkipFile("too-many-rows", f"more than {limits.rows:,} rows ({setting('rows')} raises it)")
+            yield row
+
     for name, rows in sheets:
-        for block in row_blocks(clean_rows(rows)):
+        for block in row_blocks(clean_rows(counted(rows))):
             where = rows_label(block)
             builder.block(block.text, heading=f"sheet {name}, {where}" if name else where)
     return builder.document("spreadsheet")
 
 
-def load_xlsx(data: bytes) -> LoadedDocument:
+def load_xlsx(data: bytes, limits: Limits) -> LoadedDocument:
     import openpyxl
 
     with parsing("spreadsheet-broken"):
@@ -36,13 +47,14 @@ def load_xlsx(data: bytes) -> LoadedDocument:
         book = openpyxl.load_workbook(io.BytesIO(data), read_only=True, data_only=True)
     try:
         return _sheets_document(
-            (sheet.title, enumerate(sheet.iter_rows(values_only=True), start=1)) for sheet in book.worksheets
+            ((sheet.title, enumerate(sheet.iter_rows(values_only=True), start=1)) for sheet in book.worksheets),
+            limits,
         )
     finally:
         book.close()
 
 
-def load_xls(data: bytes) -> LoadedDocument:
+def load_xls(data: bytes, limits: Limits) -> LoadedDocument:
     import xlrd
 
     with parsing("spreadsheet-broken"):
@@ -53,12 +65,12 @@ def load_xls(data: bytes) -> LoadedDocument:
             yield r + 1, sheet.row_values(r, 0, min(sheet.ncols, MAX_COLUMNS))
 
     try:
-        return _sheets_document((sheet.name, rows(sheet)) for sheet in book.sheets())
+        return _sheets_document(((sheet.name, rows(sheet)) for sheet in book.sheets()), limits)
     finally:
         book.release_resources()
 
 
-def load_ods(data: bytes) -> LoadedDocument:
+def load_ods(data: bytes, limits: Limits) -> LoadedDocument:
     from odf import opendocument, table
 
     with parsing("spreadsheet-broken"):
@@ -73,18 +85,19 @@ def load_ods(data: bytes) -> LoadedDocument:
                     yield number + k + 1, cells
             number += repeat
 
-    return _sheets_document((s.getAttribute("name"), rows(s)) for s in doc.spreadsheet.getElementsByType(table.Table))
+    sheets = ((s.getAttribute("name"), rows(s)) for s in doc.spreadsheet.getElementsByType(table.Table))
+    return _sheets_document(sheets, limits)
 
 
-def load_csv(data: bytes) -> LoadedDocument:
-    return load_delimited(data, None)
+def load_csv(data: bytes, limits: Limits) -> LoadedDocument:
+    return load_delimited(data, None, limits)
 
 
-def load_tsv(data: bytes) -> LoadedDocument:
-    return load_delimited(data, "\t")
+def load_tsv(data: bytes, limits: Limits) -> LoadedDocument:
+    return load_delimited(data, "\t", limits)
 
 
-def load_delimited(data: bytes, delimiter: str | None) -> LoadedDocument:
+def load_delimited(data: bytes, delimiter: str | None, limits: Limits | None = None) -> LoadedDocument:
     """CSV or TSV text; ``delimiter`` None sniffs it from the first lines."""
     text, encoding = decode_text(data)
     if delimiter is None:
@@ -94,7 +107,8 @@ def load_delimited(data: bytes, delimiter: str | None) -> LoadedDocument:
             delimiter = ","
     try:
         # csv's own limit (128 KiB a field) guards against a file with a stray quote swallowing everything.
-        doc = _sheets_document([(None, enumerate(csv.reader(io.StringIO(text), delimiter=delimiter), start=1))])
+        rows = enumerate(csv.reader(io.StringIO(text), delimiter=delimiter), start=1)
+        doc = _sheets_document([(None, rows)], limits or Limits())
     except csv.Error as e:
         raise SkipFile("csv-broken", str(e)[:200]) from None
     doc.encoding = encoding

@@ -11,7 +11,6 @@ import sys
 from rag.cli.output import is_text
 from rag.cli.parser import build_parser
 
-
 # Arguments that are text (a query, a model name, a URL); a file name may be any bytes, these may not.
 TEXT_ARGUMENTS = ("query", "question", "store", "embed_model", "gen_model", "answer_mode", "path", "since", "host")
 

@@ -204,7 +204,9 @@ def _allowed(server: _Server, folder: str) -> Path:
         path.is_dir()  # a name too long for the file system raises here
     except (OSError, ValueError, RuntimeError) as e:  # a NUL byte, an over-long name, a symlink loop
         reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
-        raise ApiError(400, f"folder: not a usable path ({reason}); give a folder under an allowed root", "bad_path")
+        raise ApiError(
+            400, f"folder: not a usable path ({reason}); give a folder under an allowed root", "bad_path"
+        ) from None
     if not any(path == root or path.is_relative_to(root) for root in server.allow_roots):
         roots = ", ".join(map(str, server.allow_roots)) or "none (start the server with --allow-root DIR)"
         raise ApiError(403, f"{folder} is not under an allowed root; allowed: {roots}", "forbidden")

@@ -90,7 +90,9 @@ class Guard:
             await _refuse(secured, 403, message, "bad_origin")
             return
         if origin == "null":
-            await _refuse(secured, 403, "requests from an opaque origin (a sandboxed or file page) are refused", "bad_origin")
+            await _refuse(
+                secured, 403, "requests from an opaque origin (a sandboxed or file page) are refused", "bad_origin"
+            )
             return
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
