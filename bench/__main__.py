@@ -18,6 +18,7 @@ from typing import Any
 
 SECTIONS = (
     "generation", "retrieval", "ingest", "coldstart", "quality", "serve", "conversations", "ocr", "store", "tuning",
+    "bombs",
 )  # fmt: skip
 DEFAULT = ("generation", "retrieval", "ingest", "coldstart")
 
@@ -125,6 +126,10 @@ def _run(section: str, args: argparse.Namespace, cache_dir: Path) -> list[dict[s
         if smoke:
             return []  # a server process loading the models: too slow for a smoke run
         return serve.run(args.clients, args.searches, args.asks)
+    if section == "bombs":
+        from bench import bombs
+
+        return bombs.run(smoke)
     if section == "tuning":
         from bench import tuning
 
@@ -162,7 +167,7 @@ def _worker(argv: list[str]) -> int:
     elif argv[0] == "_store_search":
         result = store.worker_search(argv[1], argv[2])
     elif argv[0] == "_ingest":
-        result = ingest.worker_ingest(argv[1], argv[2])
+        result = ingest.worker_ingest(argv[1], argv[2], int(argv[3]))
     else:
         result = ingest.worker_encode(argv[1], runtime="torch" if argv[0] == "_encode" else "onnx")
     out.write_text(json.dumps(result))

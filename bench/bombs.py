@@ -6,6 +6,7 @@ the peak resident memory of the whole process tree and how long each bomb took t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import subprocess
@@ -106,10 +107,8 @@ def _tree_rss(pid: int) -> int:
         return 0
     total = 0
     for p in procs:
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):  # a worker that ended between the listing and now
             total += p.memory_info().rss
-        except psutil.NoSuchProcess:
-            pass
     return total
 
 

@@ -40,12 +40,13 @@ def _sample_folder(tmp: Path) -> Path:
     return folder
 
 
-def worker_ingest(folder: str, index_dir: str) -> dict[str, Any]:
-    """Runs in the child: ingest ``folder`` into a new index at ``index_dir``."""
+def worker_ingest(folder: str, index_dir: str, parse_workers: int = 1) -> dict[str, Any]:
+    """Runs in the child: ingest ``folder`` into a new index at ``index_dir``, parsing in ``parse_workers``
+    sandboxed processes (0: in this process, as before the sandbox)."""
     from bench.common import peak_rss_mb
     from rag import Config, Index
 
-    config = Config.load(index=Path(index_dir))
+    config = Config.load(index=Path(index_dir), parse_workers=parse_workers)
     with Index.open(config=config, create=True) as index:
         _ = index.embedder.model  # model load is not ingest throughput: measured apart
         started = time.perf_counter()
@@ -99,13 +100,15 @@ def run(corpora: list[str]) -> list[dict[str, Any]]:
     for name in corpora:
         with tempfile.TemporaryDirectory() as tmp:
             folder = _sample_folder(Path(tmp)) if name == "docs-mixed-sample" else CORPORA[name]
-            ing = _child(["_ingest", str(folder), str(Path(tmp) / "idx")])
+            ing = _child(["_ingest", str(folder), str(Path(tmp) / "idx"), "1"])
             if "error" in ing:
                 rows.append({"corpus": name, **ing})
                 continue
+            unboxed = _child(["_ingest", str(folder), str(Path(tmp) / "idx-in-process"), "0"])
             enc = _child(["_encode", str(Path(tmp) / "idx")])
             emb = _child(["_embed", str(Path(tmp) / "idx")])
         pipeline_rate = ing["chunks"] / ing["seconds"] if ing["seconds"] else 0.0
+        in_process_rate = unboxed["chunks"] / unboxed["seconds"] if unboxed.get("seconds") else 0.0
         encode_rate = enc["chunks"] / enc["seconds"] if enc.get("seconds") else 0.0
         embed_rate = emb["chunks"] / emb["seconds"] if emb.get("seconds") else 0.0
         rows.append(
@@ -114,6 +117,8 @@ def run(corpora: list[str]) -> list[dict[str, Any]]:
                 "files": ing["files"],
                 "chunks": ing["chunks"],
                 "pipeline_chunks_s": pipeline_rate,
+                "in_process_chunks_s": in_process_rate,
+                "sandbox_vs_in_process": pipeline_rate / in_process_rate if in_process_rate else float("nan"),
                 "encode_chunks_s": encode_rate,
                 "ratio": pipeline_rate / encode_rate if encode_rate else float("nan"),
                 "embed_chunks_s": embed_rate,
