@@ -165,12 +165,15 @@ def test_5_an_argument_that_is_not_utf8_is_a_usage_error(sample_index: Index) ->
     assert result.returncode == 2 and "Traceback" not in stderr and "not valid UTF-8" in stderr, stderr
 
 
+HUGE_SEED = '{"model": "rag", "seed": 99999999999999999999999999, "messages": [{"role": "user", "content": "Who?"}]}'
+
+
 @pytest.mark.parametrize(
     ("path", "body"),
     [
         ("/v1/search", '{"query": "\\ud800 attention"}'),
         ("/v1/chat/completions", '{"model": "rag", "messages": [{"role": "user", "content": "why \\ud800?"}]}'),
-        ("/v1/chat/completions", '{"model": "rag", "seed": 99999999999999999999999999, "messages": []}'),
+        ("/v1/chat/completions", HUGE_SEED),
         ("/v1/ingest", '{"folder": "/tmp/a\\u0000b"}'),
         ("/v1/ingest", json.dumps({"folder": "/tmp/" + "n" * 5000})),
     ],
