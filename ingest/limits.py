@@ -20,6 +20,7 @@ class Limits:
     frames: int = 200  # frames of a picture (a multi-page TIFF), each read by OCR
     rows: int = 200_000  # spreadsheet rows of one file
     depth: int = 3  # messages nested in messages
+    chars: int = 64 << 20  # characters of text one file yields (at most loaders.document.MAX_TEXT_CHARS)
 
 
 def setting(name: str) -> str:
@@ -33,4 +34,5 @@ def setting(name: str) -> str:
         "frames": "RAG_MAX_FRAMES",
         "rows": "RAG_MAX_ROWS",
         "depth": "RAG_MAX_DEPTH",
+        "chars": "RAG_MAX_CHARS",
     }.get(name, name)

@@ -11,14 +11,17 @@ the loaders' own limits but no memory or time cap.
 
 from __future__ import annotations
 
-import multiprocessing
+import os
 import resource
 import signal
+import sys
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, replace
+from multiprocessing import popen_forkserver
+from multiprocessing.context import ForkServerContext, ForkServerProcess
 from pathlib import Path
-from types import TracebackType
+from types import ModuleType, TracebackType
 
 from ingest.limits import Limits, setting
 from ingest.loaders import LoadedDocument, load
@@ -103,15 +106,45 @@ class Parser:
         if self._pool is None:
             from pebble import ProcessPool
 
-            context = multiprocessing.get_context("forkserver")
+            context = _Context()
+            # The forkserver's environment is the one of its first use; a worker takes the caller's of now (PATH
+            # finds tesseract, TESSDATA_PREFIX its languages).
+            initargs = (self.limits.memory_mb, dict(os.environ))
             self._pool = ProcessPool(
-                max_workers=self.workers, initializer=_limit_memory, initargs=(self.limits.memory_mb,), context=context
+                max_workers=self.workers, initializer=_start_worker, initargs=initargs, context=context
             )
         return self._pool
 
 
-def _limit_memory(megabytes: int) -> None:
-    """In a new worker: its address space is capped (a bomb gets MemoryError, or dies, instead of the machine)."""
+class _Popen(popen_forkserver.Popen):
+    """Starts a worker that does not run the caller's ``__main__`` again. multiprocessing would re-run a script
+    in each worker, so a script calling ``Index.ingest`` without ``if __name__ == "__main__":`` (the README's
+    example) would load the models in every worker and then fail; the workers need only this module."""
+
+    def _launch(self, process_obj: ForkServerProcess) -> None:
+        main = sys.modules["__main__"]
+        sys.modules["__main__"] = ModuleType("__main__")  # what the worker is told to import as main
+        try:
+            super()._launch(process_obj)
+        finally:
+            sys.modules["__main__"] = main
+
+
+class _Process(ForkServerProcess):
+    @staticmethod
+    def _Popen(process_obj: ForkServerProcess) -> _Popen:
+        return _Popen(process_obj)
+
+
+class _Context(ForkServerContext):
+    Process = _Process
+
+
+def _start_worker(megabytes: int, environ: dict[str, str]) -> None:
+    """In a new worker: the caller's environment, and an address space capped (a bomb gets MemoryError, or dies,
+    instead of the machine)."""
+    os.environ.clear()
+    os.environ.update(environ)
     cap = megabytes << 20
     _, hard = resource.getrlimit(resource.RLIMIT_AS)
     resource.setrlimit(resource.RLIMIT_AS, (cap, cap if hard == resource.RLIM_INFINITY else min(cap, hard)))

@@ -140,6 +140,8 @@ class Config:
     max_rows: int = 200_000
     # How deep mail nests: forwarded messages and attached .eml files inside each other.
     max_depth: int = 3
+    # Characters of text one file may yield (at most 64 Mi, what a loader ever keeps).
+    max_chars: int = 64 << 20
 
     @classmethod
     def load(cls, **overrides: Any) -> Config:
@@ -205,8 +207,10 @@ class Config:
             "max_unzipped_mb",
             "max_zip_ratio",
             "max_pages",
+            "max_frames",
             "max_rows",
             "max_depth",
+            "max_chars",
         )
         for name in limits:
             if getattr(self, name) < 1:

@@ -112,6 +112,7 @@ def parse_limits(config: Config) -> Limits:
         frames=config.max_frames,
         rows=config.max_rows,
         depth=config.max_depth,
+        chars=config.max_chars,
     )
 
 

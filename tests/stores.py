@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import shutil
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +13,18 @@ from rag import Config
 from tests.postgres import Server
 
 _names = itertools.count()
+
+
+def copy_index(source: Path, dest: Path) -> None:
+    """Copies an index directory that this process may hold open. The database goes through SQLite's backup:
+    opening and closing its file any other way would drop this process's POSIX locks on it, and the next writer
+    would then delete a write-ahead log still in use here (a "malformed" database later)."""
+    shutil.copytree(source, dest, ignore=shutil.ignore_patterns("index.db", "index.db-*"))
+    if (source / "index.db").is_file():
+        with sqlite3.connect(source / "index.db") as src, sqlite3.connect(dest / "index.db") as dst:
+            src.backup(dst)
+        src.close()
+        dst.close()
 
 
 @dataclass(frozen=True)
@@ -56,9 +69,9 @@ class Backend:
     def copy(self, source: Location, directory: Path) -> Location:
         """An independent copy of the index at ``source`` (which nothing may hold open)."""
         if self.server is None:
-            shutil.copytree(source.directory, directory)
+            copy_index(source.directory, directory)
             return Location(directory)
         name = f"idx_{next(_names)}"
         self.server.sql(f"CREATE DATABASE {name} TEMPLATE {source.database}")
-        shutil.copytree(source.directory, directory)
+        copy_index(source.directory, directory)
         return Location(directory, self.server.url(name))

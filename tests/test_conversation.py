@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +13,7 @@ import pytest
 from rag import Config, Conversation, Index, SourceNotFoundError, Turn
 from rag.retrieval.followup import conversation_query, refers_back
 from tests.conftest import FAST_TIER
+from tests.stores import copy_index
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -46,7 +46,7 @@ def test_the_follow_up_query_carries_the_subject_of_the_turns_before() -> None:
 @pytest.fixture()
 def chat_index(tmp_path: Path, sample_index: Index) -> Index:
     """A private copy of the sample index (conversations write to it) sharing the session's models."""
-    shutil.copytree(sample_index.store.directory, tmp_path / "idx")
+    copy_index(sample_index.store.directory, tmp_path / "idx")
     index = Index.open(config=Config.load(index=tmp_path / "idx", cache_dir=sample_index.config.cache_dir))
     index.embedder = sample_index.embedder
     index.generator = sample_index.generator

@@ -18,6 +18,7 @@ from rag import Config, ConfigError, Filters, Index, IndexBusyError, IndexClosed
 from rag.answer.prompt import build_messages, source_label
 from rag.storage import health
 from rag.types import Hit
+from tests.stores import copy_index
 
 from .conftest import ROOT, SAMPLE_DOCS
 from .test_cli import run
@@ -302,7 +303,7 @@ def test_10_an_unwritable_index_directory_is_one_line(tmp_path: Path) -> None:
 @needs_capsh
 def test_11_a_read_only_index_can_be_searched(sample_index: Index, tmp_path: Path) -> None:
     copy = tmp_path / "ro"
-    shutil.copytree(sample_index.store.directory, copy)
+    copy_index(sample_index.store.directory, copy)
     import sqlite3
 
     conn = sqlite3.connect(copy / "index.db")  # a finished index: its write-ahead log folded in
@@ -414,13 +415,15 @@ def test_11_extracted_text_is_capped_and_deep_html_keeps_its_text(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     from ingest import loaders
+    from rag.indexing import parse_limits
 
-    monkeypatch.setattr(loaders, "MAX_TEXT_CHARS", 1000)
+    monkeypatch.setenv("RAG_MAX_CHARS", "1000")
     big = tmp_path / "big.md"
     big.write_text("word " * 1000)  # 5,000 characters from a 5 kB file; a compressed PDF inflates the same way
     with pytest.raises(loaders.SkipFile) as skipped:
-        loaders.load(big)
-    assert skipped.value.reason == "too-much-text"
+        loaders.load(big, limits=parse_limits(Config.load()))
+    assert skipped.value.reason == "too-much-text" and "RAG_MAX_CHARS" in skipped.value.detail
+    loaders.load(big)  # under the default
     deep = "<html><body>" + "<div>" * 5000 + "inside" + "</div>" * 5000 + "<p>after the nesting</p></body></html>"
     page = tmp_path / "deep.html"
     page.write_text(deep)

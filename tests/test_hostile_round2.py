@@ -22,6 +22,7 @@ from rag import Config, Index
 from rag.config import redact_url
 from rag.retrieval.followup import conversation_query
 from rag.server.guard import allowed_hosts, host_of
+from tests.stores import copy_index
 
 from .conftest import ROOT
 from .test_server import KEY, Served, _server_env, serve_sample
@@ -129,6 +130,24 @@ def test_3_sandbox_memory_and_time_limits_skip_the_file_and_replace_the_worker(t
             parser.parse(big, big.read_bytes())
         assert getattr(caught.value, "reason", None) == "too-slow" and "RAG_PARSE_SECONDS" in str(caught.value)
         assert "Owls hunt" in parser.parse(small, small.read_bytes()).document.text
+
+
+def test_a_script_without_a_main_guard_ingests_through_the_workers(tmp_path: Path, cache_dir: Path) -> None:
+    # The README's example as a plain script: multiprocessing would run it again in each parse worker.
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "owls.md").write_text("# Owls\n\nOwls hunt at night.")
+    script = tmp_path / "script.py"
+    script.write_text(
+        "import sys\nfrom rag import Index\nprint('script ran', flush=True)\n"
+        "with Index.open(sys.argv[1], create=True) as index:\n    print(index.ingest(sys.argv[2]).added)\n"
+    )
+    env = {**os.environ, "RAG_CACHE_DIR": str(cache_dir), "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "idx"), str(docs)], capture_output=True, text=True, env=env
+    )
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert result.stdout.split() == ["script", "ran", "1"], result.stdout  # ran once, and the file is indexed
 
 
 # --- 4. store URLs never show their password, and a bad one is one line -------------------------------------------
@@ -306,13 +325,12 @@ def test_10_a_spreadsheet_past_the_row_limit_is_skipped_with_the_setting(tmp_pat
 # --- 11, 12. chat from a pipe goes on past a bad line; a follow-up after a long message is searched --------------
 
 
-def test_11_chat_from_a_pipe_answers_the_questions_after_a_too_long_line(sample_index: Index) -> None:
+def test_11_chat_from_a_pipe_answers_the_questions_after_a_too_long_line(sample_index: Index, tmp_path: Path) -> None:
+    copy_index(sample_index.store.directory, tmp_path / "idx")  # chat stores the conversation: never in the shared one
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAG_")}
     env.update(RAG_CACHE_DIR=str(sample_index.config.cache_dir), RAG_GEN_MODEL=sample_index.config.gen_model)
     lines = "x" * 5000 + "\nWho introduced nucleus (top-p) sampling?\n"
-    result = _cli(
-        "--index", str(sample_index.store.directory), "chat", "--answer-mode", "extract", env=env, stdin=lines
-    )
+    result = _cli("--index", str(tmp_path / "idx"), "chat", "--answer-mode", "extract", env=env, stdin=lines)
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
     assert "characters long" in result.stderr and "Holtzman" in result.stdout, (result.stdout, result.stderr)
 

@@ -17,6 +17,7 @@ import pytest
 
 from rag import Index
 from tests.conftest import FAST_TIER, SAMPLE_DOCS
+from tests.stores import copy_index
 
 KEY = "test-key-0123456789"
 QUESTION = "Who introduced nucleus (top-p) sampling?"
@@ -66,7 +67,7 @@ def serve_sample(tmp_path_factory: pytest.TempPathFactory, sample_index: Index, 
     """A server over a copy of the sample index, with the API key and one allowed ingest root; stopped after."""
     tmp = tmp_path_factory.mktemp("served")
     index_dir = tmp / "index"
-    shutil.copytree(sample_index.store.directory, index_dir)
+    copy_index(sample_index.store.directory, index_dir)
     root = tmp / "allowed"
     root.mkdir()
     proc, url = start_server(index_dir, _server_env(tmp, cache_dir), "--allow-root", str(root))

@@ -24,6 +24,7 @@ from rag.models.tuning import Example, TrainSettings, fine_tune, read_record
 from rag.tools import pairs as pairs_module
 from rag.tools.pairs import Pair, _cut_query, split_held_out
 from rag.tools.tune import tune
+from tests.stores import copy_index
 
 TINY = TrainSettings(minutes=0.2, epochs=1, batch_size=8, seed=0)
 TINY_ARGS = ["--minutes", "0.2", "--epochs", "1", "--batch-size", "8", "--queries", "24"]
@@ -37,10 +38,9 @@ def _vectors(index: Index) -> dict[int, np.ndarray]:
 @pytest.fixture(scope="module")
 def tuned(tmp_path_factory: pytest.TempPathFactory, sample_index: Index) -> tuple[Index, dict, dict[int, np.ndarray]]:
     """A copy of the sample index tuned by a tiny real run, with its report and its vectors from before."""
-    import shutil
 
     directory = tmp_path_factory.mktemp("tuned") / ".rag"
-    shutil.copytree(sample_index.store.directory, directory)
+    copy_index(sample_index.store.directory, directory)
     index = Index.open(config=Config.load(index=directory, cache_dir=sample_index.config.cache_dir))
     before = _vectors(index)
     report = tune(index, settings=TINY, synthetic=24)
@@ -146,10 +146,9 @@ KILLED_AFTER_TWO_BATCHES = textwrap.dedent(
 
 
 def test_kill_during_reembed_resumes_where_it_stopped(tmp_path: Path, sample_index: Index) -> None:
-    import shutil
 
     directory = tmp_path / ".rag"
-    shutil.copytree(sample_index.store.directory, directory)
+    copy_index(sample_index.store.directory, directory)
     env = {**os.environ, "RAG_CACHE_DIR": str(sample_index.config.cache_dir)}
     args = ["--index", str(directory), "tune", *TINY_ARGS, "--quiet"]
     proc = subprocess.Popen(

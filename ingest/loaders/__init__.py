@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
-from ingest.limits import Limits
+from ingest.limits import Limits, setting
 from ingest.loaders.document import MAX_FILE_BYTES, MAX_TEXT_CHARS, Attachment, LoadedDocument, Section
 from ingest.loaders.zipped import check_zip
 from ingest.ocr import Ocr
@@ -135,8 +135,9 @@ def load(
     if path.suffix.lower() in _ZIPPED:
         check_zip(data, limits)
     doc = _read(kind, path.suffix.lower(), data, ocr, limits)
-    if len(doc.text) > MAX_TEXT_CHARS:
-        raise SkipFile("too-much-text", f"more than {MAX_TEXT_CHARS:,} characters of text")
+    if len(doc.text) > min(limits.chars, MAX_TEXT_CHARS):
+        detail = f"more than {min(limits.chars, MAX_TEXT_CHARS):,} characters of text ({setting('chars')} raises it)"
+        raise SkipFile("too-much-text", detail)
     if not doc.text.strip():
         raise SkipFile("empty", "no text after extraction" if doc.text else "")
     if not doc.sections:

@@ -14,7 +14,8 @@ from ingest.records import SkipFile, SkippedFile
 
 # Files larger than this are skipped rather than read whole into memory.
 MAX_FILE_BYTES = 64 * 1024 * 1024
-# Extracted text is capped too: a small compressed file can inflate to hundreds of megabytes of text.
+# Extracted text is capped too: a small compressed file can inflate to hundreds of megabytes of text. A builder
+# stops here as it goes; RAG_MAX_CHARS (ingest.limits) may set a lower cap, checked on the finished text.
 MAX_TEXT_CHARS = MAX_FILE_BYTES
 
 
