@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from rag import Config, ConfigError, Index, SourceNotFoundError
+from rag.tools.datasets import QAItem
 from rag.tools.evaluate import answer_scores, beir_scores, evaluate, load_qa
 from rag.types import Answer
 
@@ -108,8 +109,8 @@ def test_qa_eval_scores_retrieval_hits(qa_folder: Path, tmp_path: Path, sample_i
     for mode, scores in report.modes.items():
         assert scores["hit@1"] == pytest.approx(1.0), mode
         assert scores["mrr@10"] == pytest.approx(1.0), mode
-        # file hits are averaged over all questions; the third names no file.
-        assert scores["file_hit@1"] == pytest.approx(2 / 3), mode
+        # file hits are averaged over the questions that name a file (the third names none).
+        assert scores["file_hit@1"] == pytest.approx(1.0), mode
 
 
 def test_qa_eval_scores_answer_modes_side_by_side(qa_folder: Path, cache_dir: Path, sample_index: Index) -> None:
@@ -172,11 +173,38 @@ def test_qa_splits_are_even_and_odd_lines(qa_folder: Path) -> None:
 
 def test_answer_scores_use_squad_normalisation() -> None:
     answer = Answer("q", "The Silvermere river.", [], timings={"retrieve_s": 0.5, "generate_s": 1.5})
-    scores = answer_scores(answer, ["Silvermere"], shown="Quellbrook lies on the Silvermere.")
+    scores = answer_scores(answer, QAItem("q", ["Silvermere"]), shown="Quellbrook lies on the Silvermere.")
     assert scores["exact_match"] == 0.0 and scores["ceiling"] == 1.0 and scores["faithful"] == 0.0
     assert scores["token_f1"] == pytest.approx(2 * (1 / 2) * 1 / (1 / 2 + 1))
     assert scores["answer_contained"] == 1.0
     assert scores["seconds_per_answer"] == pytest.approx(2.0)
+    assert "rouge_l" not in scores and "abstained" not in scores  # a fact question
+
+
+def test_long_references_get_rouge_and_recall_and_unanswerable_ones_abstention() -> None:
+    from rag.answer.support import Support
+
+    reference = "Owls hunt at night because their large eyes gather the little light there is, and they fly silently."
+    item = QAItem("why do owls hunt at night", [reference, "Owls are nocturnal."], ["/d/owls.txt"])
+    assert item.long and item.answerable
+    said = "Owls hunt at night [1]. Their large eyes gather light [1]. Owls are blue [2]."
+    support = [
+        Support("Owls hunt at night.", True, 1.0, 0.9, 1, "/d/owls.txt", 0, 10, "Owls hunt at night."),
+        Support("Their large eyes gather light.", True, 1.0, 0.9, 1, "/d/owls.txt", 0, 10, "..."),
+        Support("Owls are blue.", False, 0.5, 0.5, 2, "/d/owls.txt", 0, 10, "..."),
+    ]
+    scores = answer_scores(Answer("q", said, [], support=support), item)
+    assert scores["sentences_supported"] == pytest.approx(2 / 3)
+    assert scores["words"] == 12.0  # the [n] markers are not words
+    # rouge-score tokenises lower-case alphanumerics: the LCS is "owls hunt at night their large eyes gather light"
+    ref_tokens, said_tokens, lcs = 18, 12, 9
+    precision, recall = lcs / said_tokens, lcs / ref_tokens
+    assert scores["rouge_l"] == pytest.approx(2 * precision * recall / (precision + recall))
+    # the best reference: "owls are" of "Owls are nocturnal" (2/3) beats 9 of the first one's 17 (no "the")
+    assert scores["token_recall"] == pytest.approx(2 / 3)
+    unanswerable = QAItem("who painted the owl", [], answerable=False)
+    declined = answer_scores(Answer("q", "The sources do not answer this.", [], answered=False), unanswerable)
+    assert declined["abstained"] == 1.0 and "token_f1" not in declined and declined["words"] == 0.0
 
 
 def test_cli_eval_json_and_errors(beir_folder: Path, tmp_path: Path, sample_index: Index) -> None:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from rag.answer.text import CITATION, SENTENCE_END, find_words, normalize_answer
+from rag.answer.text import SENTENCE_END, find_words, normalize_answer, without_citations
 from rag.types import Hit
 
 # texts -> (n, dim) L2-normalised vectors; the Embedder's embed_sentences
@@ -34,7 +34,6 @@ _STOPWORD_TEXT = """a an the and or but if of to in on at by for with from as in
     must shall should will would about after before during over under between through up down out off again
     very just only both each few more most other some any all same own too s t"""
 _STOPWORDS = frozenset(_STOPWORD_TEXT.split())
-_CITATION = re.compile(r"\s*" + CITATION.pattern)
 # A claim ends at a sentence end or a semicolon; the lookbehind keeps abbreviations like "e.g. x" together
 # less often than a real parser would, which is fine: claims are checked one by one anyway.
 _CLAIM_END = re.compile(r"(?<=[.!?;])\s+|\n+")
@@ -82,7 +81,7 @@ def content_words(text: str) -> list[str]:
 
 def claims(answer: str) -> list[str]:
     """The answer's sentences and clauses, citation markers removed; pieces with no content words are left out."""
-    text = _CITATION.sub("", answer)
+    text = without_citations(answer)
     return [c.strip() for c in _CLAIM_END.split(text) if c.strip() and content_words(c)]
 
 

@@ -10,6 +10,7 @@ import string
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n\s*\n")
 # A citation marker: [1] or [1, 3].
 CITATION = re.compile(r"\[(\d+(?:\s*,\s*\d+)*)\]")
+_CITATION_AND_SPACE = re.compile(r"\s*" + CITATION.pattern)
 
 _PUNCT = set(string.punctuation)
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
@@ -18,6 +19,11 @@ _ARTICLES = re.compile(r"\b(a|an|the)\b")
 def sentences(text: str) -> list[str]:
     """The sentences of ``text``, stripped; pieces of one character or less are left out."""
     return [s.strip() for s in SENTENCE_END.split(text) if len(s.strip()) > 1]
+
+
+def without_citations(text: str) -> str:
+    """``text`` with its [n] markers and the spaces before them removed."""
+    return _CITATION_AND_SPACE.sub("", text)
 
 
 def citations(text: str, n_sources: int) -> list[int]:

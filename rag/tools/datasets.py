@@ -75,6 +75,8 @@ def _read_jsonl(path: Path) -> Iterable[dict[str, Any]]:
                 raise ConfigError(f"{path}:{n}: not JSON ({e.msg}); fix or remove the line") from None
 
 
+# A reference answer longer than this many words is a passage, not a fact.
+LONG_ANSWER_WORDS = 12
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
 
@@ -122,6 +124,12 @@ class QAItem:
     answers: list[str]
     files: list[str] = field(default_factory=list)
     id: str = ""
+    answerable: bool = True  # False: the documents do not answer it, and the right answer is to say so
+
+    @property
+    def long(self) -> bool:
+        """References that are passages rather than facts (a long answer never occurs verbatim in a chunk)."""
+        return any(len(a.split()) > LONG_ANSWER_WORDS for a in self.answers)
 
 
 def qa_paths(target: Path) -> tuple[Path, Path]:
@@ -143,8 +151,9 @@ def load_qa(path: Path, split: str = "all", limit: int | None = None) -> list[QA
     """Questions of ``split``: ``tune`` = even line index (0, 2, ...), ``test`` = odd, ``all`` = every line;
     ``limit`` of them spread evenly over the split.
 
-    Each line needs ``question`` and ``answers`` (a list of strings); ``doc_file`` or ``files`` (paths relative
-    to the questions file's folder) name the gold files.
+    Each line needs ``question`` and ``answers`` (a list of strings); ``doc_file``, ``doc_files`` or ``files``
+    (paths relative to the questions file's folder) name the gold files. ``"answerable": false`` marks a question
+    the documents do not answer.
     """
     if split not in ("tune", "test", "all"):
         raise ConfigError(f"--split {split!r} is not one of tune, test, all for a QA file")
@@ -154,13 +163,14 @@ def load_qa(path: Path, split: str = "all", limit: int | None = None) -> list[QA
             continue
         if "question" not in row or not isinstance(row.get("answers", []), list):
             raise ConfigError(f"{path}: line {n + 1} needs 'question' and 'answers' (a list of strings)")
-        files = row.get("files") or ([row["doc_file"]] if row.get("doc_file") else [])
+        files = row.get("files") or row.get("doc_files") or ([row["doc_file"]] if row.get("doc_file") else [])
         items.append(
             QAItem(
                 row["question"],
                 [str(a) for a in row.get("answers", [])],
                 [str((path.parent / f).resolve()) for f in files],
                 str(row.get("id", n)),
+                row.get("answerable", True) is not False,
             )
         )
     if not items:

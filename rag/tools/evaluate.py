@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rag.answer.text import without_citations
 from rag.config import ANSWER_MODES, BUNDLED_EMBEDDER, Config
 from rag.errors import ConfigError, SourceNotFoundError
 from rag.retrieval.retrieve import Fusion, retrieve
@@ -28,7 +29,9 @@ from rag.tools.metrics import (
     ndcg_at_k,
     recall_at_k,
     reciprocal_rank,
+    rouge_l,
     token_f1,
+    token_recall,
 )
 
 if TYPE_CHECKING:
@@ -61,9 +64,10 @@ def beir_scores(ranked: list[str], relevance: dict[str, float]) -> dict[str, flo
 
 def qa_retrieval_scores(item: QAItem, hits: list[Hit]) -> dict[str, float]:
     """hit@k and MRR@10 of one question: a hit is a chunk containing a gold answer (case-insensitive), or, when
-    the question has no answers, a chunk of a gold file. ``file_hit@k``: a chunk of a gold file (when given)."""
+    the question has no answers or long ones (passages never occur verbatim in a chunk), a chunk of a gold file.
+    ``file_hit@k``: a chunk of a gold file (when given)."""
     answers = [a.lower() for a in item.answers if a.strip()]
-    if answers:
+    if answers and not (item.long and item.files):
         marks = [str(i) for i, h in enumerate(hits) if any(a in h.text.lower() for a in answers)]
     else:
         marks = [str(i) for i, h in enumerate(hits) if h.path in item.files]
@@ -76,42 +80,69 @@ def qa_retrieval_scores(item: QAItem, hits: list[Hit]) -> dict[str, float]:
     return scores
 
 
-def answer_scores(answer: Answer, golds: list[str], shown: str = "") -> dict[str, float]:
-    """SQuAD exact match, token F1 and answer-contained for one answer (0 when it declined), the retrieval
-    ceiling (a gold answer in ``shown``, the source text the prompt showed), whether it was answered and fully
-    supported by its cited spans, and its seconds from retrieval to the end of the support check."""
+def answer_scores(answer: Answer, item: QAItem, shown: str = "") -> dict[str, float]:
+    """One answer's scores; each row has only the keys that apply to its question.
+
+    Every question: seconds from retrieval to the end of the support check, and the answer's length in words.
+    Unanswerable: whether it abstained. Answerable: SQuAD exact match, token F1 and answer-contained (0 when it
+    declined), the retrieval ceiling (a gold answer in ``shown``, the source text the prompt showed), whether it
+    answered, was fully supported, and the share of its sentences the support check backs. Long references also
+    get ROUGE-L F1 and token recall (the best over the references).
+    """
     t = answer.timings
     seconds = sum(t.get(key, 0.0) for key in ("retrieve_s", "pack_s", "generate_s", "verify_s"))
-    said = answer.text if answer.answered else ""
-    return {
+    said = without_citations(answer.text) if answer.answered else ""
+    row = {"seconds_per_answer": seconds, "words": float(len(said.split()))}
+    if not item.answerable:
+        return {**row, "abstained": float(not answer.answered)}
+    golds = item.answers
+    row |= {
         "exact_match": exact_match(said, golds),
         "token_f1": token_f1(said, golds),
         "answer_contained": answer_contained(said, golds),
         "ceiling": answer_contained(shown, golds),
         "answered": float(answer.answered),
         "faithful": float(answer.answered and answer.supported),
-        "seconds_per_answer": seconds,
     }
+    if answer.answered:
+        row["sentences_supported"] = sentences_supported(answer)
+    if item.long:
+        row |= {"rouge_l": rouge_l(said, golds), "token_recall": token_recall(said, golds)}
+    return row
+
+
+def sentences_supported(answer: Answer) -> float:
+    """The share of the answer's sentences whose every claim the support check backs."""
+    from rag.answer.support import claims
+    from rag.answer.text import sentences
+
+    backed = {s.claim for s in answer.support if s.supported}
+    said = [parts for s in sentences(answer.text) if (parts := claims(s))]
+    return sum(all(c in backed for c in parts) for parts in said) / len(said) if said else 0.0
 
 
 def _mean(rows: list[dict[str, float]]) -> dict[str, float]:
+    """Each metric's mean over the rows that have it."""
     keys = list(dict.fromkeys(k for r in rows for k in r))
-    return {k: sum(r.get(k, 0.0) for r in rows) / len(rows) for k in keys} if rows else {}
+    return {k: sum(vals) / len(vals) for k in keys if (vals := [r[k] for r in rows if k in r])}
 
 
 def _answer_means(rows: list[dict[str, float]]) -> dict[str, float]:
-    """Means over all questions, but faithfulness over the answered ones: declining is not unfaithful; and the
-    median and 90th percentile of the seconds per answer (a slow tail hides in a mean)."""
+    """Means over all questions, but faithfulness over the answered ones: declining is not unfaithful; the
+    median and 90th percentile of the seconds per answer (a slow tail hides in a mean), and the median length of
+    the answers given to answerable questions."""
     import numpy as np
 
     means = _mean(rows)
-    answered = [r for r in rows if r["answered"]]
+    answered = [r for r in rows if r.get("answered")]
     if "faithful" in means:
         means["faithful"] = sum(r["faithful"] for r in answered) / len(answered) if answered else 0.0
     seconds = [r["seconds_per_answer"] for r in rows if "seconds_per_answer" in r]
     if seconds:
         means["seconds_median"] = float(np.median(seconds))
         means["seconds_p90"] = float(np.percentile(seconds, 90))
+    if words := [r["words"] for r in rows if r.get("answered", 1.0) and "words" in r and "abstained" not in r]:
+        means["words_median"] = float(np.median(words))
     return means
 
 
@@ -343,7 +374,7 @@ def _answer_all(
             for _ in stream:
                 pass
             shown = " ".join(stream.prompt.excerpts) if stream.prompt else ""
-            rows[m].append(answer_scores(stream.answer, item.answers, shown))
+            rows[m].append(answer_scores(stream.answer, item, shown))
     return rows
 
 

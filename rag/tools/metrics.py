@@ -33,6 +33,26 @@ def token_f1(prediction: str, golds: Iterable[str]) -> float:
     return best
 
 
+def token_recall(prediction: str, golds: Iterable[str]) -> float:
+    """The best share of a gold answer's tokens (SQuAD-normalised, with repeats) that the prediction holds."""
+    pred = Counter(normalize_answer(prediction).split())
+    best = 0.0
+    for gold in golds:
+        ref = Counter(normalize_answer(gold).split())
+        if ref:
+            best = max(best, sum((pred & ref).values()) / sum(ref.values()))
+    return best
+
+
+def rouge_l(prediction: str, golds: Iterable[str]) -> float:
+    """The best ROUGE-L F1 between the prediction and any gold answer (rouge-score, Google's implementation;
+    its tokenizer lower-cases and splits on non-alphanumerics; no stemming)."""
+    from rouge_score import rouge_scorer
+
+    scorer = rouge_scorer.RougeScorer(["rougeL"])
+    return max((scorer.score(g, prediction)["rougeL"].fmeasure for g in golds if g.strip()), default=0.0)
+
+
 def answer_contained(text: str, golds: Iterable[str]) -> float:
     """1.0 when any normalised gold answer occurs in the normalised text, on word boundaries."""
     hay = f" {normalize_answer(text)} "
