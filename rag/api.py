@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from ingest.pipeline import IngestReport, Progress, sync
 from rag import indexing
-from rag.answer.modes import check_mode, mode_decoding
+from rag.answer.modes import check_mode, mode_decoding, routed
 from rag.answer.pipeline import Answerer, AnswerStream, answer
 from rag.answer.similarity import SentenceSimilarity
 from rag.config import Config
@@ -110,7 +110,13 @@ class Index:
     def answerer(self) -> Answerer:
         """The generator, sentence similarity and budgets the answer pipeline works with."""
         c = self.config
-        return Answerer(self.generator, SentenceSimilarity(self.embedder), c.context_tokens, c.focus_sentences)
+        return Answerer(
+            self.generator,
+            SentenceSimilarity(self.embedder),
+            c.context_tokens,
+            c.focus_sentences,
+            c.unsupported_sentences,
+        )
 
     def warm(self) -> None:
         """Load the embedder and the generator now instead of on the first question (a server pays before it
@@ -317,8 +323,9 @@ class Index:
     ) -> Answer:
         """Answer ``question`` from the indexed documents with the local generator, citing sources as [n].
 
-        ``answer_mode`` (default ``config.answer_mode``, ``auto``): ``quote``, ``auto``, ``generate`` or
-        ``extract``, see rag/answer/modes.py. Every answer carries its support check (``answer.support``: per
+        ``answer_mode`` (default ``config.answer_mode``, ``auto``): ``quote``, ``auto``, ``generate``,
+        ``extract`` or ``sentences``, see rag/answer/modes.py (``auto`` answers how / why questions in
+        ``sentences``). Every answer carries its support check (``answer.support``: per
         claim, the supporting source span with file and character offsets). ``on_token`` receives the answer's
         text as it is generated. When nothing relevant is retrieved, or no source sentence is left to quote, the
         answer says so (``answer.answered`` is False).
@@ -353,7 +360,7 @@ class Index:
         decoding = decoding or Decoding()
         decoding.validate()
         answer_mode = check_mode(answer_mode or self.config.answer_mode)
-        decoding = mode_decoding(answer_mode, decoding)
+        decoding = mode_decoding(routed(answer_mode, question), decoding)
         c = self.config
         started = time.perf_counter()
         if query is not None:  # the search checks the query; the question goes into the prompt

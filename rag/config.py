@@ -24,7 +24,7 @@ ENV_PREFIX = "RAG_"
 # nothing of the code it configures.
 RETRIEVAL_MODES = ("dense", "bm25", "hybrid")
 # How an answer's text is produced (rag/answer/modes.py).
-ANSWER_MODES = ("quote", "auto", "generate", "extract")
+ANSWER_MODES = ("quote", "auto", "generate", "extract", "sentences")
 # "lean": our own decode loop over a fused copy of a Llama model (rag/models/lean.py); "transformers": its
 # forward pass under the same loop; "auto": lean when the model is a plain Llama, else transformers; "llamacpp":
 # the same loop over llama.cpp's forward pass on the GGUF file (optional; never chosen by "auto").
@@ -85,6 +85,8 @@ class Config:
     # source sentence, else the best sentence) scored best on the XQuAD tuning half within the time budget
     # (docs/quality.md).
     answer_mode: str = "auto"
+    # A sentence of a `sentences` answer that no source backs: "drop" it, or "mark" it (kept, flagged).
+    unsupported_sentences: str = "drop"
     # Prompt + answer token budget for the generator; smaller is faster on a CPU.
     context_tokens: int = 2048
     # Converted generator weights are cached here (GGUF dequantisation is slow, safetensors reload is fast).
@@ -185,6 +187,7 @@ class Config:
         one_of("gen_backend", self.gen_backend, BACKENDS)
         one_of("gen_precision", self.gen_precision, PRECISIONS)
         one_of("answer_mode", self.answer_mode, ANSWER_MODES)
+        one_of("unsupported_sentences", self.unsupported_sentences, ("drop", "mark"))
         if self.context_tokens < 256:
             raise ConfigError(f"context_tokens={self.context_tokens} is too small; use 256 or more")
         one_of("retrieval", self.retrieval, RETRIEVAL_MODES)

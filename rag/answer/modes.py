@@ -5,7 +5,10 @@
   likelihood, so the answer is a verbatim, citable quote.
 - ``extract``: no generation; the source sentence most similar to the question.
 - ``auto``: ``generate`` a short answer and keep it only as the span of a source sentence that holds its words
-  (:func:`snap`), else fall back to ``extract``.
+  (:func:`snap`), else fall back to ``extract``; a how / why / compare question (:func:`routed`) gets
+  ``sentences``.
+- ``sentences``: a few generated sentences, each kept only when the support check backs it and cited by the
+  sources that do (:mod:`rag.answer.sentences`); "not in the sources" when the model says so.
 
 The default (``Config.answer_mode``) is ``auto``, chosen on the XQuAD tuning half (docs/quality.md). The path
 that runs them, with the fallbacks between them, is rag/answer/pipeline.py.
@@ -19,6 +22,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from rag.answer.prompt import SYSTEM_PROMPT, PackedPrompt, Similarity
+from rag.answer.route import wants_explanation
 from rag.answer.text import find_words, normalize_answer, sentences
 from rag.config import ANSWER_MODES, one_of
 from rag.models.decoding import Decoding
@@ -51,18 +55,43 @@ QUOTE_PROMPT = (
     "Reply with only the shortest phrase from the sources that answers the question: a name, a number, "
     "a date or a few words. Do not write a sentence."
 )
-PROMPTS = {"generate": GENERATE_PROMPT, "quote": QUOTE_PROMPT, "extract": SYSTEM_PROMPT, "auto": GENERATE_PROMPT}
+# How / why / compare questions (rag/answer/route.py): a few sentences, each checked on its own
+# (rag/answer/sentences.py). The prompt, the sources shown and the budget were chosen on the tuning questions
+# (docs/answers.md).
+SENTENCES_PROMPT = (
+    "You answer questions using only the numbered sources provided. Explain the answer in two to four short "
+    "sentences, using the facts and words of the sources, and end each sentence with the number of its source, "
+    'like [1]. If the sources do not answer the question, reply only: "Not in the sources."'
+)
+SENTENCES_TOKENS = 64
+SENTENCES_FOCUS = 10  # sentences shown: an explanation joins several, a fact needs one
+SENTENCES_FALLBACK = 2  # source sentences that stand in when none of the written ones is supported
+SENTENCES_STOP = ("\n\n",)
+PROMPTS = {
+    "generate": GENERATE_PROMPT,
+    "quote": QUOTE_PROMPT,
+    "extract": SYSTEM_PROMPT,
+    "auto": GENERATE_PROMPT,
+    "sentences": SENTENCES_PROMPT,
+}
 
 _WORD = re.compile(r"\S+")
 _EDGE_PUNCT = ".,;:!?\"'()[]“”‘’"
 
 
+def routed(mode: str, question: str) -> str:
+    """The mode that answers ``question``: ``auto`` answers a how / why / compare question in ``sentences``."""
+    return "sentences" if mode == "auto" and wants_explanation(question) else mode
+
+
 def mode_decoding(mode: str, decoding: Decoding) -> Decoding:
-    """``decoding`` with the mode's stop strings when it sets none; ``auto`` also at most :data:`AUTO_TOKENS`."""
-    if mode in ("generate", "auto") and not decoding.stop:
-        decoding = replace(decoding, stop=GENERATE_STOP)
-    if mode == "auto" and decoding.max_new_tokens > AUTO_TOKENS:
-        decoding = replace(decoding, max_new_tokens=AUTO_TOKENS)
+    """``decoding`` with the mode's stop strings when it sets none; ``auto`` and ``sentences`` also capped at
+    their budgets (:data:`AUTO_TOKENS`, :data:`SENTENCES_TOKENS`)."""
+    if mode in ("generate", "auto", "sentences") and not decoding.stop:
+        decoding = replace(decoding, stop=SENTENCES_STOP if mode == "sentences" else GENERATE_STOP)
+    cap = {"auto": AUTO_TOKENS, "sentences": SENTENCES_TOKENS}.get(mode)
+    if cap and decoding.max_new_tokens > cap:
+        decoding = replace(decoding, max_new_tokens=cap)
     return decoding
 
 

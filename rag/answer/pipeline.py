@@ -4,7 +4,8 @@ Given the retrieved hits: fit them into the generator's context budget (the focu
 rank order), produce the text in the answer mode (free generation, a constrained quote, or the best sentence),
 then check it against the sources and fall back when the check fails: ``auto`` -> ``extract`` (the best
 sentence) when the generated answer is not a span of a source sentence, ``quote`` -> ``extract`` when the quote
-has no content of its own, and "not in the sources" when there is no sentence at all.
+has no content of its own, ``sentences`` -> the best supported source sentences when none of the written ones is
+supported, and "not in the sources" when there is no sentence at all or the model says the sources do not answer.
 """
 
 from __future__ import annotations
@@ -19,14 +20,18 @@ from rag.answer.modes import (
     NOT_IN_SOURCES,
     PROMPTS,
     QUOTE_TOKENS,
+    SENTENCES_FALLBACK,
+    SENTENCES_FOCUS,
     best_sentence,
     best_sentences,
     mode_decoding,
     quote_constraint,
+    routed,
     snap,
     trim,
 )
 from rag.answer.prompt import PackedPrompt, build_messages, focus, pack
+from rag.answer.sentences import check_sentences, compose, declines, fallback, whole_sentences
 from rag.answer.similarity import SentenceSimilarity
 from rag.answer.support import check, is_supported
 from rag.answer.text import citations
@@ -46,6 +51,7 @@ class Answerer:
     similarity: SentenceSimilarity
     context_tokens: int  # prompt + answer budget
     focus_sentences: int  # 0: whole chunks
+    unsupported: str = "drop"  # a written sentence no source backs: "drop" or "mark" (sentences mode)
 
 
 @dataclass(frozen=True)
@@ -74,7 +80,10 @@ def prepare(
         )
     excerpts = None
     if answerer.focus_sentences:
-        excerpts = focus(question, hits, answerer.similarity, answerer.focus_sentences)
+        keep = (
+            max(answerer.focus_sentences, SENTENCES_FOCUS) if answer_mode == "sentences" else answerer.focus_sentences
+        )
+        excerpts = focus(question, hits, answerer.similarity, keep)
     return pack(question, hits, gen.count, budget, excerpts, system=PROMPTS[answer_mode])
 
 
@@ -97,6 +106,7 @@ def answer(
         return AnswerStream.finished(
             Answer(question, NO_ANSWER, [], answered=False, settings=settings, timings=timings, answer_mode=answer_mode)
         )
+    answer_mode = routed(answer_mode, question)
     decoding = mode_decoding(answer_mode, decoding)
     gen = answerer.generator
     started = time.perf_counter()
@@ -142,6 +152,8 @@ def _answer(
         generate_s=stats.seconds,
         tokens_per_s=stats.new_tokens / stats.seconds if stats.seconds else 0.0,
     )
+    if mode == "sentences":
+        return _sentences(answerer, question, packed, text, stats, settings, timings)
     produced_by = "generate" if mode == "auto" else mode
     started = time.perf_counter()
     if produced_by == "quote":
@@ -185,6 +197,48 @@ def _answer(
         answer_mode=produced_by,
         support=supports,
         supported=supported,
+    )
+
+
+def _sentences(
+    answerer: Answerer,
+    question: str,
+    packed: PackedPrompt,
+    written: str,
+    stats: GenerationStats,
+    settings: dict[str, Any],
+    timings: dict[str, float],
+) -> Answer:
+    """The written sentences the sources back, each cited by the sources that do; the best source sentences
+    when none is; "not in the sources" when the model said so."""
+    started = time.perf_counter()
+    embed = answerer.similarity.embed
+    answered, produced_by = True, "sentences"
+    if declines(written):
+        text, supports, answered = NOT_IN_SOURCES, [], False
+    else:
+        checked = check_sentences(whole_sentences(written), packed.sources, embed, question)
+        text, supports = compose(checked, answerer.unsupported)
+        if not text:
+            best = best_sentences(question, packed.sources, packed.excerpts, answerer.similarity, SENTENCES_FALLBACK)
+            text, supports = compose(fallback(best, packed.sources, embed, question))
+            produced_by = "extract"
+        if not text:
+            text, answered = NOT_IN_SOURCES, False
+    timings["verify_s"] = time.perf_counter() - started
+    return Answer(
+        question=question,
+        text=text,
+        sources=packed.sources,
+        answered=answered,
+        cited=citations(text, len(packed.sources)),
+        settings=settings,
+        timings=timings,
+        prompt_tokens=stats.prompt_tokens,
+        answer_tokens=stats.new_tokens,
+        answer_mode=produced_by,
+        support=supports,
+        supported=answered and is_supported(supports),
     )
 
 

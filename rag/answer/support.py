@@ -26,6 +26,9 @@ MIN_OVERLAP = 0.75
 # number and name of the claim must be in the sentence.
 MIN_OVERLAP_WITH_SIMILARITY = 0.6
 MIN_SIMILARITY = 0.8
+# A sentence that restates the question around its claim joins the source's words with its own ("to prevent",
+# "which leads to"): of the words that are not the question's, this share must be in the sentence.
+MIN_OVERLAP_RESTATED = 0.6
 
 _STOPWORD_TEXT = """a an the and or but if of to in on at by for with from as into onto than then that this
     these those is are
@@ -119,11 +122,16 @@ def key_words(claim: str) -> list[str]:
     return content_words(" ".join(keys))
 
 
-def check(answer: str, sources: Sequence[Hit], embed: Embed, question: str = "") -> list[Support]:
+def check(
+    answer: str, sources: Sequence[Hit], embed: Embed, question: str = "", restates: bool = False
+) -> list[Support]:
     """One :class:`Support` per claim of ``answer``, each with its best span among ``sources``.
 
     ``question`` breaks ties between spans for short claims: "308" occurs in several sentences, and the one
-    that also matches the question is the one that answers it.
+    that also matches the question is the one that answers it. ``restates``: a claim's words that repeat the
+    question are its topic, not its claim ("the dot products are scaled to keep the softmax from peaking"), so
+    the overlap is counted over the rest when at least two words remain; names and numbers still must all be in
+    the span.
     """
     parts = claims(answer)
     if not parts:
@@ -136,8 +144,12 @@ def check(answer: str, sources: Sequence[Hit], embed: Embed, question: str = "")
     to_question = span_vecs @ question_vec
     span_words = [set(content_words(s.text)) for s in candidates]
     out = []
+    asked = set(content_words(question)) if restates else set()
     for claim, vec in zip(parts, claim_vecs, strict=True):
         words = content_words(claim)
+        need = MIN_OVERLAP
+        if len(own := [w for w in words if w not in asked]) >= 2 and len(own) < len(words):
+            words, need = own, MIN_OVERLAP_RESTATED
         sims = span_vecs @ vec
         holds = [find_words(claim, c.text) is not None for c in candidates]
         # A sentence holding the claim word for word is its citation (a quote's own sentence), then overlap.
@@ -154,7 +166,7 @@ def check(answer: str, sources: Sequence[Hit], embed: Embed, question: str = "")
         # Word for word is support even where whole words differ ("384" in "384-dimensional").
         supported = holds[best] or (
             all(w in span_words[best] for w in key_words(claim))
-            and (lexical >= MIN_OVERLAP or (lexical >= MIN_OVERLAP_WITH_SIMILARITY and similarity >= MIN_SIMILARITY))
+            and (lexical >= need or (lexical >= MIN_OVERLAP_WITH_SIMILARITY and similarity >= MIN_SIMILARITY))
         )
         span = candidates[best]
         out.append(

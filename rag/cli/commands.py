@@ -8,6 +8,7 @@ import io
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -200,7 +201,7 @@ def _cmd_ask(args: argparse.Namespace) -> int:
         return 0
     if stream_to_terminal and streamed:
         print()
-        _say_replaced(answer)
+        _say_replaced(answer, "".join(streamed))
     else:
         print(clean(answer.text))
     print_support(answer)
@@ -219,10 +220,14 @@ def _cmd_ask(args: argparse.Namespace) -> int:
     return 0
 
 
-def _say_replaced(answer: Any) -> None:
+def _say_replaced(answer: Any, streamed: str) -> None:
     """After a streamed answer: what replaced it, when the support check did not keep what was streamed."""
     asked = answer.settings.get("answer_mode")
-    if answer.answer_mode != ("generate" if asked == "auto" else asked):  # the closest sentence replaced it
+    if answer.answer_mode == "sentences":  # the checked sentences, cited by the sources that back them
+        if " ".join(answer.text.split()) != " ".join(streamed.split()):
+            print("(checked against the sources:)")
+            print(clean(answer.text))
+    elif answer.answer_mode != ("generate" if asked == "auto" else asked):  # the closest sentence replaced it
         instead = "the closest source sentence" if answer.answered else "no answer"
         print(f"(not supported by the sources; {instead} instead)")
         print(clean(answer.text))
@@ -419,7 +424,9 @@ def _cmd_chat(args: argparse.Namespace) -> int:
             try:
                 if not is_text(question):
                     raise ConfigError("this line is not valid UTF-8 text; ask in UTF-8")
-                answer = chat.ask(question, k=args.k, filters=filters, on_token=_echo if streaming else None)
+                streamed: list[str] = []
+                echo = _echo_into(streamed) if streaming else None
+                answer = chat.ask(question, k=args.k, filters=filters, on_token=echo)
             except KeyboardInterrupt:
                 print("\n(cancelled)", file=sys.stderr)
                 continue
@@ -431,7 +438,7 @@ def _cmd_chat(args: argparse.Namespace) -> int:
                 continue
             if streaming:
                 print()
-                _say_replaced(answer)
+                _say_replaced(answer, "".join(streamed))
             else:
                 print(clean(answer.text))
             print_support(answer)
@@ -446,9 +453,15 @@ def _cmd_chat(args: argparse.Namespace) -> int:
     return 1 if refused and not interactive else 0
 
 
-def _echo(piece: str) -> None:
-    sys.stdout.write(clean(piece))
-    sys.stdout.flush()
+def _echo_into(pieces: list[str]) -> Callable[[str], None]:
+    """Echo each piece and keep it, so what was streamed can be compared with the checked answer."""
+
+    def echo(piece: str) -> None:
+        pieces.append(piece)
+        sys.stdout.write(clean(piece))
+        sys.stdout.flush()
+
+    return echo
 
 
 # --- serve ----------------------------------------------------------------------------------------------------

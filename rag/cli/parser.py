@@ -130,9 +130,10 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument(
         "--answer-mode",
         metavar="MODE",
-        help="auto (default: a free answer kept only as a span of a source sentence, else the best sentence), quote (a "
-        "verbatim span of the sources chosen by the model), generate (free) or extract (the most similar source "
-        "sentence); env RAG_ANSWER_MODE",
+        help="auto (default: a free answer kept only as a span of a source sentence, else the best sentence; how / why "
+        "/ compare questions in sentences), quote (a verbatim span of the sources chosen by the model), generate "
+        "(free), extract (the most similar source sentence) or sentences (a few written sentences, each kept only "
+        "when a source backs it); env RAG_ANSWER_MODE",
     )
     d = ask.add_argument_group("decoding (default: greedy)")
     d.add_argument("--max-new-tokens", type=int, default=128, metavar="N", help="answer length limit (128)")

@@ -125,11 +125,17 @@ class QAItem:
     files: list[str] = field(default_factory=list)
     id: str = ""
     answerable: bool = True  # False: the documents do not answer it, and the right answer is to say so
+    references: list[str] = field(default_factory=list)  # written explanations, beside the short answers
 
     @property
     def long(self) -> bool:
         """References that are passages rather than facts (a long answer never occurs verbatim in a chunk)."""
         return any(len(a.split()) > LONG_ANSWER_WORDS for a in self.answers)
+
+    @property
+    def passages(self) -> list[str]:
+        """What a long answer is scored against (ROUGE-L, token recall): the references, else long answers."""
+        return self.references or (self.answers if self.long else [])
 
 
 def qa_paths(target: Path) -> tuple[Path, Path]:
@@ -153,7 +159,8 @@ def load_qa(path: Path, split: str = "all", limit: int | None = None) -> list[QA
 
     Each line needs ``question`` and ``answers`` (a list of strings); ``doc_file``, ``doc_files`` or ``files``
     (paths relative to the questions file's folder) name the gold files. ``"answerable": false`` marks a question
-    the documents do not answer.
+    the documents do not answer; ``reference`` or ``references`` hold written explanations that long answers
+    are scored against.
     """
     if split not in ("tune", "test", "all"):
         raise ConfigError(f"--split {split!r} is not one of tune, test, all for a QA file")
@@ -171,6 +178,7 @@ def load_qa(path: Path, split: str = "all", limit: int | None = None) -> list[QA
                 [str((path.parent / f).resolve()) for f in files],
                 str(row.get("id", n)),
                 row.get("answerable", True) is not False,
+                [str(r) for r in row.get("references") or ([row["reference"]] if row.get("reference") else [])],
             )
         )
     if not items:

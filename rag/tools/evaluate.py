@@ -86,8 +86,8 @@ def answer_scores(answer: Answer, item: QAItem, shown: str = "") -> dict[str, fl
     Every question: seconds from retrieval to the end of the support check, and the answer's length in words.
     Unanswerable: whether it abstained. Answerable: SQuAD exact match, token F1 and answer-contained (0 when it
     declined), the retrieval ceiling (a gold answer in ``shown``, the source text the prompt showed), whether it
-    answered, was fully supported, and the share of its sentences the support check backs. Long references also
-    get ROUGE-L F1 and token recall (the best over the references).
+    answered, was fully supported, and the share of its sentences the support check backs. Questions with long
+    or written references (``QAItem.passages``) also get ROUGE-L F1 and token recall (the best over them).
     """
     t = answer.timings
     seconds = sum(t.get(key, 0.0) for key in ("retrieve_s", "pack_s", "generate_s", "verify_s"))
@@ -106,8 +106,8 @@ def answer_scores(answer: Answer, item: QAItem, shown: str = "") -> dict[str, fl
     }
     if answer.answered:
         row["sentences_supported"] = sentences_supported(answer)
-    if item.long:
-        row |= {"rouge_l": rouge_l(said, golds), "token_recall": token_recall(said, golds)}
+    if passages := item.passages:
+        row |= {"rouge_l": rouge_l(said, passages), "token_recall": token_recall(said, passages)}
     return row
 
 
