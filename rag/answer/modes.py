@@ -56,8 +56,8 @@ QUOTE_PROMPT = (
     "a date or a few words. Do not write a sentence."
 )
 # How / why / compare questions (rag/answer/route.py): a few sentences, each checked on its own
-# (rag/answer/sentences.py). The prompt, the sources shown and the budget were chosen on the tuning questions
-# (docs/answers.md).
+# (rag/answer/sentences.py). The budget keeps the default tier near 10 s on two cores; the prompt and the
+# sentences shown are a first choice, measured on the CLAP NQ tuning half but not yet swept (docs/quality.md).
 SENTENCES_PROMPT = (
     "You answer questions using only the numbered sources provided. Explain the answer in two to four short "
     "sentences, using the facts and words of the sources, and end each sentence with the number of its source, "

@@ -48,12 +48,13 @@ class Checked:
         return bool(self.supports) and all(s.supported for s in self.supports)
 
     def cited(self, marked: bool = False) -> str:
-        """The sentence ending in the markers of the sources that support it (``marked``: flagged when none do)."""
+        """The sentence ending in the markers of the sources that support it (``marked``: and flagged when a
+        claim of it is unsupported)."""
         sources = list(dict.fromkeys(s.source for s in self.supports if s.supported and s.source))
         body, end = _split_end(self.text)
-        if not sources:
-            return f"{body} {UNSUPPORTED_MARK}{end}" if marked else f"{body}{end}"
-        return f"{body} [{', '.join(map(str, sources))}]{end}"
+        cite = f" [{', '.join(map(str, sources))}]" if sources else ""
+        flag = f" {UNSUPPORTED_MARK}" if marked and not self.supported else ""
+        return f"{body}{cite}{flag}{end}"
 
 
 def whole_sentences(text: str) -> list[str]:
