@@ -33,7 +33,7 @@ from rag.answer.modes import (
 from rag.answer.prompt import PackedPrompt, build_messages, focus, pack
 from rag.answer.sentences import check_sentences, compose, declines, fallback, whole_sentences
 from rag.answer.similarity import SentenceSimilarity
-from rag.answer.support import check, is_supported
+from rag.answer.support import Support, check, is_supported
 from rag.answer.text import citations
 from rag.errors import ConfigError
 from rag.models.decoding import Decoding, DecodingSession, GenerationStats, drain
@@ -167,7 +167,6 @@ def _answer(
         text = snap(text, shown) or snap(trim(text, question), shown)
     supports = check(text, packed.sources, similar.embed, question)
     timings["verify_s"] = time.perf_counter() - started
-    new_tokens = stats.new_tokens
     if mode == "auto" and not (text and is_supported(supports)):
         # The source sentence most like the question holds the answer more often than a constrained quote cut
         # from it does (docs/quality.md), and costs no decoding.
@@ -182,22 +181,7 @@ def _answer(
     answered = bool(text)
     if produced_by == "extract" and not supported:  # no source sentence at all
         text, answered = NOT_IN_SOURCES, False
-    return Answer(
-        question=question,
-        text=text,
-        sources=packed.sources,
-        answered=answered,
-        # The text's own [n] markers, else the sources the support check found for its claims.
-        cited=citations(text, len(packed.sources))
-        or list(dict.fromkeys(s.source for s in supports if s.supported and s.source)),
-        settings=settings,
-        timings=timings,
-        prompt_tokens=stats.prompt_tokens,
-        answer_tokens=new_tokens,
-        answer_mode=produced_by,
-        support=supports,
-        supported=supported,
-    )
+    return _finished(question, packed, text, answered, produced_by, supports, stats, settings, timings)
 
 
 def _sentences(
@@ -226,19 +210,35 @@ def _sentences(
         if not text:
             text, answered = NOT_IN_SOURCES, False
     timings["verify_s"] = time.perf_counter() - started
+    return _finished(question, packed, text, answered, produced_by, supports, stats, settings, timings)
+
+
+def _finished(
+    question: str,
+    packed: PackedPrompt,
+    text: str,
+    answered: bool,
+    produced_by: str,
+    supports: list[Support],
+    stats: GenerationStats,
+    settings: dict[str, Any],
+    timings: dict[str, float],
+) -> Answer:
     return Answer(
         question=question,
         text=text,
         sources=packed.sources,
         answered=answered,
-        cited=citations(text, len(packed.sources)),
+        # The text's own [n] markers, else the sources the support check found for its claims.
+        cited=citations(text, len(packed.sources))
+        or list(dict.fromkeys(s.source for s in supports if s.supported and s.source)),
         settings=settings,
         timings=timings,
         prompt_tokens=stats.prompt_tokens,
         answer_tokens=stats.new_tokens,
         answer_mode=produced_by,
         support=supports,
-        supported=answered and is_supported(supports),
+        supported=is_supported(supports),
     )
 
 

@@ -17,7 +17,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rag.answer.text import without_citations
+from rag.answer.support import claims
+from rag.answer.text import sentences, without_citations
 from rag.config import ANSWER_MODES, BUNDLED_EMBEDDER, Config
 from rag.errors import ConfigError, SourceNotFoundError
 from rag.retrieval.retrieve import Fusion, retrieve
@@ -113,9 +114,6 @@ def answer_scores(answer: Answer, item: QAItem, shown: str = "") -> dict[str, fl
 
 def sentences_supported(answer: Answer) -> float:
     """The share of the answer's sentences whose every claim the support check backs."""
-    from rag.answer.support import claims
-    from rag.answer.text import sentences
-
     backed = {s.claim for s in answer.support if s.supported}
     said = [parts for s in sentences(answer.text) if (parts := claims(s))]
     return sum(all(c in backed for c in parts) for parts in said) / len(said) if said else 0.0
